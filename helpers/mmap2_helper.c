@@ -1,0 +1,1078 @@
+/* mmap2_helper.c: the compiled half of the mmap2 conformance suite.
+ *
+ * One source for every ABI and both flavours; helpers/PROTOCOL.md is the
+ * contract with the harness. HELPER_ABI_H names the ABI stub (abi/<stub>.h):
+ * a raw six-argument system call, the ABI's error convention and, for the
+ * freestanding flavour, _start.
+ *
+ *   raw   (HELPER_FREESTANDING): no libc; the call under test is the mmap2
+ *         system call made through the stub.
+ *   glibc (HELPER_GLIBC): the call under test is glibc's mmap or mmap64.
+ *
+ * In both flavours every other system call (read, write, openat, llseek,
+ * pipe2, clone, wait4, ...) also goes through the stub, so the call under
+ * test is the only thing that differs between them.
+ */
+
+#include <stddef.h>		/* size_t, which the uapi signal.h needs */
+#ifdef HELPER_GLIBC
+#include <errno.h>
+#include <sys/mman.h>		/* mmap; mmap64 with _LARGEFILE64_SOURCE */
+#include <unistd.h>		/* sysconf */
+#endif
+/* Constants come from the kernel's uapi headers in both flavours, so the two
+ * flavours of one ABI report the same numbers. */
+#include <asm/unistd.h>
+#include <asm/errno.h>
+#include <asm/resource.h>
+#include <asm/signal.h>
+#include <linux/auxvec.h>
+#include <linux/fcntl.h>
+#include <linux/mman.h>
+#include HELPER_ABI_H
+
+typedef unsigned long ulong;
+typedef unsigned long long u64;
+
+#define MAXARR 4096		/* entries in one input array */
+#define LINE_CAP (1 << 18)	/* one input line */
+#define OUT_CAP (1 << 20)	/* one answer, or one child's fragments */
+#define BLOCK 4096ULL		/* the protocol's file block, whatever the page */
+#define MARKER 0x4D32434BU	/* "M2CK" */
+#define BAD_FD 0x7fffffff	/* fd "bad": a number no process has open */
+#define DEFAULT_MARKERS 4096ULL	/* markers absent: blocks 0..4095 at most */
+
+#ifdef HELPER_GLIBC
+#define FLAVOUR "glibc"
+#else
+#define FLAVOUR "raw"
+#endif
+
+/* 32-bit ABIs seek with _llseek (llseek in asm-generic), 64-bit ones lseek. */
+#if defined(__NR__llseek)
+#define NR_LLSEEK __NR__llseek
+#elif defined(__NR_llseek)
+#define NR_LLSEEK __NR_llseek
+#endif
+
+/* The premap uses mmap2 where it exists; else (64-bit) mmap takes six
+ * plain arguments. Without mmap2 the raw flavour offers no call, so NR_MMAP2
+ * is never used there. */
+#ifdef __NR_mmap2
+#define NR_MMAP2 __NR_mmap2
+#define NR_PREMAP __NR_mmap2
+#else
+#define NR_MMAP2 (-1UL)
+#define NR_PREMAP __NR_mmap
+#endif
+
+#define WHENCE_SET 0	/* SEEK_SET on every ABI (include/uapi/linux/fs.h) */
+
+/* ---- system calls ---- */
+
+/* Infrastructure calls: the stub's result as a value or -errno. */
+static long sys(ulong n, ulong a, ulong b, ulong c, ulong d, ulong e)
+{
+	ulong flag, ret = abi_syscall6(n, a, b, c, d, e, 0, &flag);
+	ulong err = ABI_ERRNO(ret, flag);
+	return err ? -(long)err : (long)ret;
+}
+
+static void sys_exit(int code)
+{
+	for (;;)
+		sys(__NR_exit_group, code, 0, 0, 0, 0);
+}
+
+static int write_all(int fd, const char *s, size_t n)
+{
+	while (n) {
+		long r = sys(__NR_write, fd, (ulong)s, n, 0, 0);
+		if (r == -EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		s += r;
+		n -= r;
+	}
+	return 0;
+}
+
+static long seek_to(int fd, u64 off)
+{
+#ifdef NR_LLSEEK
+	u64 result;
+	return sys(NR_LLSEEK, fd, (ulong)(off >> 32), (ulong)off, (ulong)&result,
+		   WHENCE_SET);
+#else
+	return sys(__NR_lseek, fd, off, WHENCE_SET, 0, 0);
+#endif
+}
+
+/* ---- name tables ---- */
+
+struct name { const char *name; ulong val; };
+#define N(x) { #x, x }
+
+static const struct name errnos[] = {
+	N(EPERM), N(ENOENT), N(EINTR), N(EIO), N(EBADF), N(EAGAIN), N(ENOMEM),
+	N(EACCES), N(EFAULT), N(EEXIST), N(ENODEV), N(ENOTDIR), N(EISDIR),
+	N(EINVAL), N(ENFILE), N(EMFILE), N(ETXTBSY), N(EFBIG), N(ENOSPC),
+	N(ESPIPE), N(ENOSYS), N(EOVERFLOW), N(EOPNOTSUPP), { 0, 0 }
+};
+static const struct name signals[] = { N(SIGBUS), N(SIGSEGV), { 0, 0 } };
+
+/* Input tokens; the probe reports them with their prefix. */
+static const struct name prot_tokens[] = {
+	{ "NONE", PROT_NONE }, { "READ", PROT_READ }, { "WRITE", PROT_WRITE },
+	{ "EXEC", PROT_EXEC }, { "SEM", PROT_SEM }, { 0, 0 }
+};
+static const struct name flag_tokens[] = {
+	{ "SHARED", MAP_SHARED }, { "PRIVATE", MAP_PRIVATE },
+	{ "SHARED_VALIDATE", MAP_SHARED_VALIDATE }, { "FIXED", MAP_FIXED },
+	{ "FIXED_NOREPLACE", MAP_FIXED_NOREPLACE },
+	{ "ANONYMOUS", MAP_ANONYMOUS }, { "NORESERVE", MAP_NORESERVE },
+	{ "POPULATE", MAP_POPULATE }, { "LOCKED", MAP_LOCKED }, { 0, 0 }
+};
+static const struct name open_tokens[] = {
+	{ "RDONLY", O_RDONLY }, { "WRONLY", O_WRONLY }, { "RDWR", O_RDWR },
+	{ "APPEND", O_APPEND }, { "LARGEFILE", O_LARGEFILE }, { 0, 0 }
+};
+/* Flags the helper itself opens with. */
+static const struct name other_consts[] = {
+	N(O_CREAT), N(O_EXCL), N(O_DIRECTORY), { 0, 0 }
+};
+
+enum { C_MMAP2, C_MMAP, C_MMAP64 };
+static const char *const call_names[] = { "mmap2", "mmap", "mmap64", 0 };
+#ifdef HELPER_GLIBC
+#define CALLS_OFFERED (1 << C_MMAP | 1 << C_MMAP64)
+#elif defined(__NR_mmap2)
+#define CALLS_OFFERED (1 << C_MMAP2)
+#else
+#define CALLS_OFFERED 0
+#endif
+
+enum { FD_NONE, FD_FILE, FD_CLOSED, FD_BAD, FD_DEVZERO, FD_PIPE, FD_DIR };
+static const char *const fd_names[] = {
+	"none", "file", "closed", "bad", "devzero", "pipe", "dir", 0
+};
+
+static int streq(const char *a, const char *b)
+{
+	while (*a && *a == *b)
+		a++, b++;
+	return *a == *b;
+}
+
+static int lookup(const char *const *names, const char *s)
+{
+	int i;
+	for (i = 0; names[i]; i++)
+		if (streq(names[i], s))
+			return i;
+	return -1;
+}
+
+static const char *errno_name(ulong e)
+{
+	int i;
+	for (i = 0; errnos[i].name; i++)
+		if (errnos[i].val == e)
+			return errnos[i].name;
+	return 0;
+}
+
+/* "A|B|C" -> OR of the tokens' values; -1 on an unknown token. */
+static int parse_tokens(const char *s, const struct name *t, ulong *out)
+{
+	ulong v = 0;
+	while (*s) {
+		const char *e = s;
+		int i, n;
+		while (*e && *e != '|')
+			e++;
+		n = e - s;
+		for (i = 0; t[i].name; i++) {
+			int k = 0;
+			while (k < n && t[i].name[k] == s[k])
+				k++;
+			if (k == n && !t[i].name[n])
+				break;
+		}
+		if (!t[i].name)
+			return -1;
+		v |= t[i].val;
+		s = *e ? e + 1 : e;
+	}
+	*out = v;
+	return 0;
+}
+
+/* ---- output ---- */
+
+struct buf { char *p; size_t len, cap; };
+static char out_mem[OUT_CAP], child_mem[OUT_CAP];
+static struct buf out = { out_mem, 0, OUT_CAP };
+
+static void putch(struct buf *b, char c)
+{
+	if (b->len < b->cap)
+		b->p[b->len++] = c;
+}
+
+static void puts_(struct buf *b, const char *s)
+{
+	while (*s)
+		putch(b, *s++);
+}
+
+/* Decimal without division: 32-bit targets would need libgcc's __udivdi3. */
+static void put_u64(struct buf *b, u64 v)
+{
+	static const u64 pow10[20] = {
+		10000000000000000000ULL, 1000000000000000000ULL,
+		100000000000000000ULL, 10000000000000000ULL, 1000000000000000ULL,
+		100000000000000ULL, 10000000000000ULL, 1000000000000ULL,
+		100000000000ULL, 10000000000ULL, 1000000000ULL, 100000000ULL,
+		10000000ULL, 1000000ULL, 100000ULL, 10000ULL, 1000ULL, 100ULL,
+		10ULL, 1ULL
+	};
+	int k, started = 0;
+	for (k = 0; k < 20; k++) {
+		int d = 0;
+		while (v >= pow10[k])
+			v -= pow10[k], d++;
+		if (d || started || k == 19) {
+			putch(b, '0' + d);
+			started = 1;
+		}
+	}
+}
+
+static void put_jstr(struct buf *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	putch(b, '"');
+	for (; *s; s++) {
+		unsigned char c = *s;
+		if (c == '"' || c == '\\') {
+			putch(b, '\\');
+			putch(b, c);
+		} else if (c < 0x20) {
+			puts_(b, "\\u00");
+			putch(b, hex[c >> 4]);
+			putch(b, hex[c & 15]);
+		} else {
+			putch(b, c);
+		}
+	}
+	putch(b, '"');
+}
+
+static void put_jstr_or_null(struct buf *b, const char *s)
+{
+	if (s)
+		put_jstr(b, s);
+	else
+		puts_(b, "null");
+}
+
+static void put_key(struct buf *b, const char *k)
+{
+	puts_(b, ",\"");
+	puts_(b, k);
+	puts_(b, "\":");
+}
+
+static void put_names(struct buf *b, const char *prefix, const struct name *t,
+		      int *first)
+{
+	for (; t->name; t++) {
+		puts_(b, *first ? "\"" : ",\"");
+		puts_(b, prefix);
+		puts_(b, t->name);
+		puts_(b, "\":");
+		put_u64(b, t->val);
+		*first = 0;
+	}
+}
+
+static void send(void)
+{
+	putch(&out, '\n');
+	write_all(1, out.p, out.len);
+	out.len = 0;
+}
+
+static void protocol_error(const char *id, const char *msg, const char *arg)
+{
+	struct buf m = { child_mem, 0, OUT_CAP - 1 };
+	puts_(&m, msg);
+	if (arg) {
+		puts_(&m, ": ");
+		puts_(&m, arg);
+	}
+	m.p[m.len] = 0;
+	puts_(&out, "{\"id\":");
+	put_jstr_or_null(&out, id);
+	puts_(&out, ",\"protocol_error\":");
+	put_jstr(&out, m.p);
+	puts_(&out, "}");
+	send();
+}
+
+/* ---- input: a flat JSON object ---- */
+
+enum {
+	K_OP, K_ID, K_CALL, K_ADDR, K_ADDR_FROM, K_ADDR_DELTA, K_LEN, K_PROT,
+	K_PROT_RAW, K_FLAGS, K_FLAGS_RAW, K_OFFSET, K_FD, K_OPEN,
+	K_FILE_BLOCKS, K_MARKERS, K_PREMAP_LEN, K_PREMAP_ADDR, K_READS, NKEYS
+};
+static const char *const key_names[] = {
+	"op", "id", "call", "addr", "addr_from", "addr_delta", "len", "prot",
+	"prot_raw", "flags", "flags_raw", "offset", "fd", "open",
+	"file_blocks", "markers", "premap_len", "premap_addr", "reads", 0
+};
+/* s: string, i: integer, a: integer array; one per key above. */
+static const char key_types[] = "sssisiisisiissiaiia";
+
+static struct {
+	unsigned long seen;	/* bit per key */
+	u64 num[NKEYS];
+	char *str[NKEYS];
+	int n[NKEYS];
+} rq;
+static u64 markers_arr[MAXARR], reads_arr[MAXARR], junk_arr[MAXARR];
+
+static char *cur;			/* parse position */
+static const char *sem_err, *sem_arg;	/* first semantic error in the line */
+
+static void skip_ws(void)
+{
+	while (*cur == ' ' || *cur == '\t' || *cur == '\r' || *cur == '\n')
+		cur++;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes the string after an opening quote in place (never longer than its
+ * escaped form) and NUL-terminates it; 0 on bad syntax. */
+static char *parse_string(void)
+{
+	char *start = cur, *w = cur;
+	for (;;) {
+		unsigned char c = *cur++;
+		unsigned v;
+		int i, h;
+		if (c == '"') {
+			*w = 0;
+			return start;
+		}
+		if (c < 0x20)		/* also the NUL that ends the line */
+			return 0;
+		if (c != '\\') {
+			*w++ = c;
+			continue;
+		}
+		switch (c = *cur++) {
+		case '"': case '\\': case '/': *w++ = c; break;
+		case 'b': *w++ = '\b'; break;
+		case 'f': *w++ = '\f'; break;
+		case 'n': *w++ = '\n'; break;
+		case 'r': *w++ = '\r'; break;
+		case 't': *w++ = '\t'; break;
+		case 'u':
+			for (v = 0, i = 0; i < 4; i++) {
+				if ((h = hexval(*cur++)) < 0)
+					return 0;
+				v = v << 4 | h;
+			}
+			if (!v)
+				return 0;	/* would cut the string */
+			if (v < 0x80) {
+				*w++ = v;
+			} else if (v < 0x800) {
+				*w++ = 0xc0 | v >> 6;
+				*w++ = 0x80 | (v & 0x3f);
+			} else {
+				*w++ = 0xe0 | v >> 12;
+				*w++ = 0x80 | (v >> 6 & 0x3f);
+				*w++ = 0x80 | (v & 0x3f);
+			}
+			break;
+		default:
+			return 0;
+		}
+	}
+}
+
+/* A non-negative integer up to 2^64-1. */
+static int parse_u64(u64 *out_v)
+{
+	u64 v = 0;
+	if (*cur < '0' || *cur > '9')
+		return -1;
+	while (*cur >= '0' && *cur <= '9') {
+		int d = *cur++ - '0';
+		if (v > 1844674407370955161ULL ||
+		    (v == 1844674407370955161ULL && d > 5))
+			return -1;
+		v = (v << 3) + (v << 1) + d;
+	}
+	if (*cur == '.' || *cur == 'e' || *cur == 'E')
+		return -1;
+	*out_v = v;
+	return 0;
+}
+
+static void semantic(const char *msg, const char *arg)
+{
+	if (!sem_err)
+		sem_err = msg, sem_arg = arg;
+}
+
+/* Parses one line into rq. Returns a syntax error or 0; a line that parses
+ * may still carry a semantic error in sem_err. */
+static const char *parse_line(char *line)
+{
+	rq.seen = 0;
+	sem_err = sem_arg = 0;
+	cur = line;
+	skip_ws();
+	if (*cur++ != '{')
+		return "expected an object";
+	skip_ws();
+	if (*cur == '}')
+		cur++;
+	else for (;;) {
+		char *key, *s = 0;
+		int k, n = 0;
+		char type;
+		u64 v = 0;
+
+		skip_ws();
+		if (*cur++ != '"' || !(key = parse_string()))
+			return "bad key";
+		skip_ws();
+		if (*cur++ != ':')
+			return "expected ':'";
+		skip_ws();
+		k = lookup(key_names, key);
+		if (*cur == '"') {
+			cur++;
+			if (!(s = parse_string()))
+				return "bad string";
+			type = 's';
+		} else if (*cur == '[') {
+			u64 *a = k == K_MARKERS ? markers_arr :
+				 k == K_READS ? reads_arr : junk_arr;
+			cur++;
+			skip_ws();
+			if (*cur != ']') for (;;) {
+				skip_ws();
+				if (n == MAXARR)
+					return "array too long";
+				if (parse_u64(&a[n++]))
+					return "bad array element";
+				skip_ws();
+				if (*cur == ']')
+					break;
+				if (*cur++ != ',')
+					return "expected ',' or ']'";
+			}
+			cur++;
+			type = 'a';
+		} else {
+			if (parse_u64(&v))
+				return "bad value";
+			type = 'i';
+		}
+		if (k < 0)
+			semantic("unknown key", key);
+		else if (type != key_types[k])
+			semantic("wrong type for key", key);
+		else if (rq.seen & 1UL << k)
+			semantic("duplicate key", key);
+		else {
+			rq.seen |= 1UL << k;
+			rq.num[k] = v;
+			rq.str[k] = s;
+			rq.n[k] = n;
+		}
+		skip_ws();
+		if (*cur == ',') {
+			cur++;
+			continue;
+		}
+		if (*cur++ != '}')
+			return "expected ',' or '}'";
+		break;
+	}
+	skip_ws();
+	if (*cur)
+		return "trailing characters";
+	return 0;
+}
+
+#define HAS(k) (rq.seen & 1UL << (k))
+
+/* ---- probe ---- */
+
+static ulong auxv_pagesz;
+static const char *dir;
+
+static void do_probe(const char *id)
+{
+	const char *stub = HELPER_ABI_H, *p;
+	char name[64];
+	int i, n = 0, first = 1;
+
+	/* The stub's name is its header's file name ("abi/i386.h" -> i386). */
+	for (p = stub; *p; p++)
+		if (*p == '/')
+			stub = p + 1;
+	for (p = stub; *p && *p != '.' && n < 63; p++)
+		name[n++] = *p;
+	name[n] = 0;
+
+	puts_(&out, "{\"id\":");
+	put_jstr(&out, id);
+	puts_(&out, ",\"op\":\"probe\",\"flavour\":\"" FLAVOUR "\",\"stub\":");
+	put_jstr(&out, name);
+	puts_(&out, ",\"calls\":[");
+	for (i = 0; call_names[i]; i++)
+		if (CALLS_OFFERED & 1 << i) {
+			puts_(&out, first ? "\"" : ",\"");
+			puts_(&out, call_names[i]);
+			puts_(&out, "\"");
+			first = 0;
+		}
+	putch(&out, ']');
+	put_key(&out, "mmap2_nr");
+#ifdef __NR_mmap2
+	put_u64(&out, __NR_mmap2);
+#else
+	puts_(&out, "null");
+#endif
+	put_key(&out, "auxv_pagesz");
+	if (auxv_pagesz)
+		put_u64(&out, auxv_pagesz);
+	else
+		puts_(&out, "null");
+	put_key(&out, "sysconf_pagesz");
+#ifdef HELPER_GLIBC
+	put_u64(&out, sysconf(_SC_PAGESIZE));
+#else
+	puts_(&out, "null");
+#endif
+	put_key(&out, "errno");
+	putch(&out, '{');
+	first = 1;
+	put_names(&out, "", errnos, &first);
+	puts_(&out, "}");
+	put_key(&out, "signals");
+	putch(&out, '{');
+	first = 1;
+	put_names(&out, "", signals, &first);
+	puts_(&out, "}");
+	put_key(&out, "constants");
+	putch(&out, '{');
+	first = 1;
+	put_names(&out, "MAP_", flag_tokens, &first);
+	put_names(&out, "PROT_", prot_tokens, &first);
+	put_names(&out, "O_", open_tokens, &first);
+	put_names(&out, "", other_consts, &first);
+	puts_(&out, "}}");
+	send();
+}
+
+/* ---- call: everything below runs in the child ---- */
+
+static struct {
+	int call, fd_kind, addr_from_premap, nmarkers, nreads;
+	ulong prot, flags, open_flags;
+	u64 addr, delta, len, offset, blocks, premap_len, premap_addr;
+	u64 *markers, *reads;
+	u64 seq;		/* case number, for a unique file name */
+} cs;
+
+static struct buf frag = { out_mem, 0, OUT_CAP };	/* the child's */
+static int frag_fd;
+
+static void frag_flush(void)
+{
+	write_all(frag_fd, frag.p, frag.len);
+	frag.len = 0;
+}
+
+static void setup_error(const char *what, long err)
+{
+	const char *en = errno_name(-err);
+	frag.len = 0;
+	puts_(&frag, "\"setup_error\":\"");
+	puts_(&frag, what);
+	if (err) {
+		puts_(&frag, ": ");
+		if (en)
+			puts_(&frag, en);
+		else
+			put_u64(&frag, -err);
+	}
+	puts_(&frag, "\"");
+	frag_flush();
+	sys_exit(0);
+}
+
+static char path[4096];
+
+/* The case's file: created, opened for the case, unlinked at once, then
+ * filled through a second descriptor so that the case's open flags (say
+ * RDONLY, or no LARGEFILE) do not limit the setup. */
+static int make_file(void)
+{
+	struct buf b = { path, 0, sizeof path - 1 };
+	unsigned int m[3];
+	u64 i, n;
+	long wfd, fd, r;
+
+	puts_(&b, dir);
+	puts_(&b, "/mmap2-helper.");
+	put_u64(&b, (ulong)sys(__NR_getpid, 0, 0, 0, 0, 0));
+	putch(&b, '.');
+	put_u64(&b, cs.seq);
+	path[b.len] = 0;
+	if (b.len >= b.cap)
+		setup_error("file name too long", 0);
+	if (cs.blocks > 1ULL << 50)
+		setup_error("file_blocks too large", 0);
+
+	wfd = sys(__NR_openat, AT_FDCWD, (ulong)path,
+		  O_RDWR | O_CREAT | O_EXCL | O_LARGEFILE, 0600, 0);
+	if (wfd < 0)
+		setup_error("create file", wfd);
+	fd = sys(__NR_openat, AT_FDCWD, (ulong)path, cs.open_flags, 0, 0);
+	sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
+	if (fd < 0)
+		setup_error("open file", fd);
+
+	n = cs.nmarkers >= 0 ? (u64)cs.nmarkers :
+	    cs.blocks < DEFAULT_MARKERS ? cs.blocks : DEFAULT_MARKERS;
+	for (i = 0; i < n; i++) {
+		u64 blk = cs.nmarkers < 0 ? i : cs.markers[i];
+		if (blk >= cs.blocks)
+			setup_error("marker beyond file_blocks", 0);
+		m[0] = MARKER;
+		m[1] = (unsigned int)blk;
+		m[2] = (unsigned int)(blk >> 32);
+		if ((r = seek_to(wfd, blk * BLOCK)) < 0)
+			setup_error("seek", r);
+		if ((r = sys(__NR_write, wfd, (ulong)m, 12, 0, 0)) != 12)
+			setup_error("write marker", r < 0 ? r : 0);
+	}
+	/* The size: one byte at the end; every block in between stays a hole. */
+	if (cs.blocks) {
+		if ((r = seek_to(wfd, cs.blocks * BLOCK - 1)) < 0)
+			setup_error("seek", r);
+		m[0] = 0;
+		if ((r = sys(__NR_write, wfd, (ulong)m, 1, 0, 0)) != 1)
+			setup_error("write end", r < 0 ? r : 0);
+	}
+	sys(__NR_close, wfd, 0, 0, 0, 0);
+	return fd;
+}
+
+static int make_fd(void)
+{
+	int p[2];
+	long fd;
+	switch (cs.fd_kind) {
+	case FD_FILE:
+		return make_file();
+	case FD_CLOSED:
+		fd = sys(__NR_openat, AT_FDCWD, (ulong)dir, O_RDONLY | O_DIRECTORY, 0, 0);
+		if (fd < 0)
+			setup_error("open dir", fd);
+		sys(__NR_close, fd, 0, 0, 0, 0);
+		return fd;
+	case FD_BAD:
+		return BAD_FD;
+	case FD_DEVZERO:
+		fd = sys(__NR_openat, AT_FDCWD, (ulong)"/dev/zero", cs.open_flags, 0, 0);
+		if (fd < 0)
+			setup_error("open /dev/zero", fd);
+		return fd;
+	case FD_PIPE:
+		if ((fd = sys(__NR_pipe2, (ulong)p, 0, 0, 0, 0)) < 0)
+			setup_error("pipe2", fd);
+		return p[0];	/* the write end stays open too */
+	case FD_DIR:
+		fd = sys(__NR_openat, AT_FDCWD, (ulong)dir, O_RDONLY | O_DIRECTORY, 0, 0);
+		if (fd < 0)
+			setup_error("open dir", fd);
+		return fd;
+	}
+	return -1;
+}
+
+static void run_case(void)
+{
+	static const u64 no_core[2] = { 0, 0 };
+	ulong ret, flag = 0, err, addr, premap = 0;
+	int fd, k;
+
+	/* A case that dies must not leave a core (qemu writes its own). */
+	sys(__NR_prlimit64, 0, RLIMIT_CORE, (ulong)no_core, 0, 0);
+
+	fd = make_fd();
+	if (cs.premap_len) {
+		premap = abi_syscall6(NR_PREMAP, cs.premap_addr, cs.premap_len,
+				      PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+				      -1, 0, &flag);
+		if ((err = ABI_ERRNO(premap, flag)))
+			setup_error("premap", -(long)err);
+	}
+	addr = cs.addr_from_premap ? premap + cs.delta : cs.addr;
+
+#ifdef HELPER_GLIBC
+	{
+		void *p;
+		errno = 0;
+		if (cs.call == C_MMAP)
+			p = mmap((void *)addr, cs.len, cs.prot, cs.flags, fd,
+				 (off_t)cs.offset);
+		else
+			p = mmap64((void *)addr, cs.len, cs.prot, cs.flags, fd,
+				   (off64_t)cs.offset);
+		ret = (ulong)p;
+		err = p == MAP_FAILED ? (ulong)errno : 0;
+		puts_(&frag, "\"ret\":");
+		put_u64(&frag, ret);
+		put_key(&frag, "errno");
+		put_u64(&frag, err);
+	}
+#else
+	ret = abi_syscall6(NR_MMAP2, addr, cs.len, cs.prot, cs.flags, fd,
+			   cs.offset, &flag);
+	err = ABI_ERRNO(ret, flag);
+	puts_(&frag, "\"ret\":");
+	put_u64(&frag, ret);
+	put_key(&frag, "flag");
+	put_u64(&frag, flag);
+#endif
+	put_key(&frag, "err_name");
+	if (!err)
+		puts_(&frag, "null");
+	else if (errno_name(err))
+		put_jstr(&frag, errno_name(err));
+	else
+		put_u64(&frag, err);
+	put_key(&frag, "addr_arg");
+	put_u64(&frag, addr);
+	if (cs.premap_len) {
+		put_key(&frag, "premap");
+		put_u64(&frag, premap);
+	}
+	put_key(&frag, "reads");
+	putch(&frag, '[');
+	/* Each read is sent on its own once it is done, so the parent knows
+	 * which offset was being touched if the child dies. */
+	for (k = 0; !err && k < cs.nreads; k++) {
+		volatile unsigned int *w =
+			(volatile unsigned int *)(ret + (ulong)cs.reads[k]);
+		unsigned int w0, w1, w2;
+		frag_flush();
+		w0 = w[0];
+		w1 = w[1];
+		w2 = w[2];
+		puts_(&frag, k ? ",[" : "[");
+		put_u64(&frag, cs.reads[k]);
+		putch(&frag, ',');
+		put_u64(&frag, w0);
+		putch(&frag, ',');
+		put_u64(&frag, w1);
+		putch(&frag, ',');
+		put_u64(&frag, w2);
+		putch(&frag, ']');
+	}
+	putch(&frag, ']');
+	frag_flush();
+	sys_exit(0);
+}
+
+/* ---- call: the parent's side ---- */
+
+static const char *find(const char *s, size_t n, const char *needle)
+{
+	size_t i, k;
+	for (i = 0; i < n; i++) {
+		for (k = 0; needle[k] && i + k < n && s[i + k] == needle[k]; k++)
+			;
+		if (!needle[k])
+			return s + i;
+	}
+	return 0;
+}
+
+static void do_call(const char *id)
+{
+	struct buf cb = { child_mem, 0, OUT_CAP };
+	int p[2], status = 0, sig, code;
+	long pid, r;
+	const char *reads, *q;
+	int opened = 0, closed = 0;
+
+	puts_(&out, "{\"id\":");
+	put_jstr(&out, id);
+	if ((r = sys(__NR_pipe2, (ulong)p, 0, 0, 0, 0)) < 0 ||
+	    (pid = sys(__NR_clone, SIGCHLD, 0, 0, 0, 0)) < 0) {
+		puts_(&out, ",\"setup_error\":\"");
+		puts_(&out, r < 0 ? "pipe2" : "clone");
+		puts_(&out, "\",\"signal\":null,\"signal_at\":null}");
+		if (r >= 0) {
+			sys(__NR_close, p[0], 0, 0, 0, 0);
+			sys(__NR_close, p[1], 0, 0, 0, 0);
+		}
+		send();
+		return;
+	}
+	if (pid == 0) {
+		sys(__NR_close, p[0], 0, 0, 0, 0);
+		frag_fd = p[1];
+		run_case();
+	}
+	sys(__NR_close, p[1], 0, 0, 0, 0);
+	for (;;) {
+		char tmp[4096];
+		long i;
+		r = sys(__NR_read, p[0], (ulong)tmp, sizeof tmp, 0, 0);
+		if (r == -EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		for (i = 0; i < r; i++)
+			putch(&cb, tmp[i]);
+	}
+	sys(__NR_close, p[0], 0, 0, 0, 0);
+	while ((r = sys(__NR_wait4, pid, (ulong)&status, 0, 0, 0)) == -EINTR)
+		;
+
+	if (cb.len) {
+		putch(&out, ',');
+		for (q = cb.p; q < cb.p + cb.len; q++)
+			putch(&out, *q);
+	}
+	/* Count brackets from the list's own '[': an open list means the child
+	 * died in the read after the (opened - 1) it sent. */
+	reads = find(cb.p, cb.len, "\"reads\":[");
+	if (reads)
+		for (q = reads + 8; q < cb.p + cb.len; q++)
+			opened += *q == '[', closed += *q == ']';
+	sig = status & 0x7f;
+	code = (status >> 8) & 0xff;
+	if (sig && sig != 0x7f) {
+		if (opened > closed)
+			putch(&out, ']');
+	} else {
+		sig = 0;
+		if (code && !find(cb.p, cb.len, "\"setup_error\"")) {
+			puts_(&out, ",\"setup_error\":\"child exited with status ");
+			put_u64(&out, code);
+			putch(&out, '"');
+		}
+	}
+	put_key(&out, "signal");
+	if (!sig) {
+		puts_(&out, "null");
+	} else {
+		int i;
+		for (i = 0; signals[i].name && signals[i].val != (ulong)sig; i++)
+			;
+		if (signals[i].name)
+			put_jstr(&out, signals[i].name);
+		else
+			put_u64(&out, sig);
+	}
+	put_key(&out, "signal_at");
+	if (sig && opened > closed && opened - 1 < cs.nreads)
+		put_u64(&out, cs.reads[opened - 1]);
+	else
+		puts_(&out, "null");
+	putch(&out, '}');
+	send();
+}
+
+/* Checks a parsed call and fills cs; a protocol error message or 0. */
+static const char *prepare_call(const char **arg)
+{
+	ulong v;
+	*arg = 0;
+	if (!HAS(K_CALL))
+		return "missing key: call";
+	if ((cs.call = lookup(call_names, rq.str[K_CALL])) < 0)
+		return *arg = rq.str[K_CALL], "unknown call";
+	if (!(CALLS_OFFERED & 1 << cs.call))
+		return *arg = rq.str[K_CALL], "call not offered by this flavour";
+	if (!HAS(K_LEN))
+		return "missing key: len";
+	cs.len = rq.num[K_LEN];
+	cs.addr = HAS(K_ADDR) ? rq.num[K_ADDR] : 0;
+	cs.delta = HAS(K_ADDR_DELTA) ? rq.num[K_ADDR_DELTA] : 0;
+	cs.offset = HAS(K_OFFSET) ? rq.num[K_OFFSET] : 0;
+	cs.blocks = HAS(K_FILE_BLOCKS) ? rq.num[K_FILE_BLOCKS] : 1;
+	cs.premap_len = HAS(K_PREMAP_LEN) ? rq.num[K_PREMAP_LEN] : 0;
+	cs.premap_addr = HAS(K_PREMAP_ADDR) ? rq.num[K_PREMAP_ADDR] : 0;
+
+	cs.prot = HAS(K_PROT_RAW) ? rq.num[K_PROT_RAW] : 0;
+	if (HAS(K_PROT)) {
+		if (parse_tokens(rq.str[K_PROT], prot_tokens, &v))
+			return *arg = rq.str[K_PROT], "bad prot";
+		cs.prot |= v;
+	}
+	cs.flags = HAS(K_FLAGS_RAW) ? rq.num[K_FLAGS_RAW] : 0;
+	if (HAS(K_FLAGS)) {
+		if (parse_tokens(rq.str[K_FLAGS], flag_tokens, &v))
+			return *arg = rq.str[K_FLAGS], "bad flags";
+		cs.flags |= v;
+	}
+	cs.open_flags = O_RDONLY | O_LARGEFILE;
+	if (HAS(K_OPEN) &&
+	    parse_tokens(rq.str[K_OPEN], open_tokens, &cs.open_flags))
+		return *arg = rq.str[K_OPEN], "bad open";
+	cs.fd_kind = FD_NONE;
+	if (HAS(K_FD) && (cs.fd_kind = lookup(fd_names, rq.str[K_FD])) < 0)
+		return *arg = rq.str[K_FD], "bad fd";
+	cs.addr_from_premap = 0;
+	if (HAS(K_ADDR_FROM)) {
+		if (!streq(rq.str[K_ADDR_FROM], "premap"))
+			return *arg = rq.str[K_ADDR_FROM], "bad addr_from";
+		if (!cs.premap_len)
+			return "addr_from premap needs premap_len";
+		cs.addr_from_premap = 1;
+	}
+	cs.markers = markers_arr;
+	cs.nmarkers = HAS(K_MARKERS) ? rq.n[K_MARKERS] : -1;
+	cs.reads = reads_arr;
+	if (HAS(K_READS)) {
+		cs.nreads = rq.n[K_READS];
+	} else {
+		reads_arr[0] = 0;
+		cs.nreads = 1;
+	}
+	cs.seq++;
+	return 0;
+}
+
+static void handle_line(char *line)
+{
+	const char *e = parse_line(line), *id, *arg;
+	if (e) {
+		protocol_error(0, e, 0);
+		return;
+	}
+	id = HAS(K_ID) ? rq.str[K_ID] : 0;
+	if (sem_err)
+		protocol_error(id, sem_err, sem_arg);
+	else if (!id)
+		protocol_error(0, "missing key: id", 0);
+	else if (!HAS(K_OP))
+		protocol_error(id, "missing key: op", 0);
+	else if (streq(rq.str[K_OP], "probe"))
+		do_probe(id);
+	else if (!streq(rq.str[K_OP], "call"))
+		protocol_error(id, "unknown op", rq.str[K_OP]);
+	else if ((e = prepare_call(&arg)))
+		protocol_error(id, e, arg);
+	else
+		do_call(id);
+}
+
+/* ---- main loop ---- */
+
+static char line_buf[LINE_CAP];
+
+static void helper_main(char **argv, char **envp)
+{
+	char **e = envp;
+	ulong *av;
+	size_t len = 0, scan = 0, i;
+	int too_long = 0;
+
+	/* The auxiliary vector follows envp's terminating NULL. */
+	while (*e)
+		e++;
+	for (av = (ulong *)(e + 1); av[0]; av += 2)
+		if (av[0] == AT_PAGESZ)
+			auxv_pagesz = av[1];
+	if (!argv[0] || !argv[1]) {
+		write_all(2, "usage: mmap2_helper DIR\n", 24);
+		sys_exit(2);
+	}
+	dir = argv[1];
+
+	for (;;) {
+		long r;
+		for (i = scan; i < len && line_buf[i] != '\n'; i++)
+			;
+		if (i < len) {
+			line_buf[i] = 0;
+			if (too_long)
+				protocol_error(0, "line too long", 0);
+			else
+				handle_line(line_buf);
+			too_long = 0;
+			/* Move the rest of the input to the front. */
+			for (scan = 0, i++; i < len; )
+				line_buf[scan++] = line_buf[i++];
+			len = scan;
+			scan = 0;
+			continue;
+		}
+		scan = len;
+		if (len == LINE_CAP - 1) {	/* drop it; answer at its end */
+			too_long = 1;
+			len = scan = 0;
+		}
+		r = sys(__NR_read, 0, (ulong)line_buf + len, LINE_CAP - 1 - len, 0, 0);
+		if (r == -EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += r;
+	}
+	/* A last line without a newline still gets its answer. */
+	if (too_long) {
+		protocol_error(0, "line too long", 0);
+	} else if (len) {
+		line_buf[len] = 0;
+		handle_line(line_buf);
+	}
+	sys_exit(0);
+}
+
+#ifdef HELPER_FREESTANDING
+void helper_start(ulong *sp) __attribute__((noreturn, used));
+void helper_start(ulong *sp)
+{
+	char **argv = (char **)(sp + 1);
+	helper_main(argv, argv + sp[0] + 1);
+	for (;;)
+		;
+}
+#else
+int main(int argc, char **argv, char **envp)
+{
+	(void)argc;
+	helper_main(argv, envp);
+	return 0;
+}
+#endif

@@ -1,0 +1,83 @@
+"""Bootstrap: install what the suite needs, and only what is missing.
+
+Run by `make bootstrap` with the system's python3 before any virtual
+environment exists, so it uses the standard library only. The Debian packages
+come from arches/*.toml (each flavour's compiler) and from the runners; the
+Python packages are the pinned requirements.txt, installed into .venv. A second
+run finds everything present and installs nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .model import REPO, load_all
+from .runners import Native, QemuUser
+
+VENV = REPO / ".venv"
+REQUIREMENTS = REPO / "requirements.txt"
+RUNNER_PACKAGES = {"qemu-user": QemuUser.apt, "native": Native.apt}
+BASE_PACKAGES = ("python3-venv", "make")
+
+
+def apt_packages() -> list[str]:
+    wanted = set(BASE_PACKAGES)
+    for config in load_all().values():
+        for flavour in config.flavours.values():
+            wanted.update(flavour.apt)
+        for kind in config.runners:
+            wanted.update(RUNNER_PACKAGES[kind])
+    return sorted(wanted)
+
+
+def missing_packages(packages: list[str]) -> list[str]:
+    result = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\\n", *packages],
+                            capture_output=True, text=True)
+    installed = {line.split()[0] for line in result.stdout.splitlines() if line.endswith("install ok installed")}
+    return [p for p in packages if p not in installed]
+
+
+def as_root(command: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return command
+    if shutil.which("sudo") is None:
+        sys.exit(f"bootstrap: {' '.join(command)} needs root, and sudo is not installed")
+    return ["sudo", *command]
+
+
+def install_apt() -> None:
+    missing = missing_packages(apt_packages())
+    if not missing:
+        print("bootstrap: Debian packages present")
+        return
+    print(f"bootstrap: installing {' '.join(missing)}", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(as_root(["apt-get", "update", "-q"]), check=True, env=env)
+    subprocess.run(as_root(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]),
+                   check=True, env=env)
+
+
+def install_venv() -> None:
+    stamp = VENV / ".requirements.sha256"
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        print("bootstrap: .venv up to date")
+        return
+    if not (VENV / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "install", "-q",
+                    "--disable-pip-version-check", "-r", str(REQUIREMENTS)], check=True)
+    stamp.write_text(digest)
+
+
+def main() -> None:
+    install_apt()
+    install_venv()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Cases: the rows of tests/cases/*.toml, validated and made concrete per configuration.
+
+A row is self-describing: a stable id, the clause of the manual page it checks,
+its inputs (numbers may be expressions over ``page`` and ``unit``), what it
+expects, and the source of that expectation. Any mistake in a row is an error
+naming the file and line, raised when the tables are loaded.
+"""
+from __future__ import annotations
+
+import ast
+import operator
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .model import REPO
+
+CASES_DIR = REPO / "tests" / "cases"
+CLAUSES_FILE = REPO / "tests" / "clauses.toml"
+
+CALLS = ("mmap2", "mmap", "mmap64")
+PROBE_CHECKS = ("mmap2-number", "page-size", "errno-numbers", "signal-numbers")
+CALL_EXPECTS = ("mapping",)
+# Inputs a row may give, with the type the helper protocol takes.
+INT_INPUTS = ("addr", "addr_delta", "len", "prot_raw", "flags_raw", "offset", "file_blocks",
+              "premap_len", "premap_addr")
+STR_INPUTS = {"prot": None, "flags": None, "addr_from": ("premap",),
+              "fd": ("none", "file", "closed", "bad", "devzero", "pipe", "dir"), "open": None}
+LIST_INPUTS = ("markers", "reads")
+META = ("id", "clause", "call", "op", "check", "expect", "source", "trace")
+PROT_TOKENS = {"NONE", "READ", "WRITE", "EXEC", "SEM"}
+FLAG_TOKENS = {"SHARED", "PRIVATE", "SHARED_VALIDATE", "FIXED", "FIXED_NOREPLACE", "ANONYMOUS",
+               "NORESERVE", "POPULATE", "LOCKED"}
+OPEN_TOKENS = {"RDONLY", "WRONLY", "RDWR", "APPEND", "LARGEFILE"}
+TOKEN_SETS = {"prot": PROT_TOKENS, "flags": FLAG_TOKENS, "open": OPEN_TOKENS}
+ERRNO_NAMES = ("EPERM", "ENOENT", "EINTR", "EIO", "EBADF", "EAGAIN", "ENOMEM", "EACCES", "EFAULT",
+               "EEXIST", "ENODEV", "ENOTDIR", "EISDIR", "EINVAL", "ENFILE", "EMFILE", "ETXTBSY",
+               "EFBIG", "ENOSPC", "ESPIPE", "ENOSYS", "EOVERFLOW", "EOPNOTSUPP")
+
+
+class CaseError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Clause:
+    id: str
+    section: str
+    page: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Case:
+    table: str
+    id: str
+    path: Path
+    line: int
+    clause: str
+    op: str                  # "call" or "probe"
+    call: str | None
+    check: str | None
+    expect: object           # str, or a table keyed by runner kind
+    source: str
+    inputs: dict
+    trace: bool = False      # also check which system call libc made, from a syscall tracer
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}/{self.id}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(REPO) if self.path.is_relative_to(REPO) else self.path}:{self.line}"
+
+    def expectation_for(self, runner_kind: str) -> str:
+        if isinstance(self.expect, str):
+            return self.expect
+        if runner_kind in self.expect:
+            return self.expect[runner_kind]
+        if "default" in self.expect:
+            return self.expect["default"]
+        raise CaseError(f"{self.where}: case {self.id!r} states no expectation for runner {runner_kind!r}")
+
+    def concrete_inputs(self, page: int, unit: int) -> dict:
+        """The protocol request for a system with this page size and mmap2 unit."""
+        names = {"page": page, "unit": unit}
+        request = {key: evaluate(value, names, self.where) if key in INT_INPUTS else value
+                   for key, value in self.inputs.items()}
+        if self.op == "call":
+            request["call"] = self.call
+            if request.get("fd") in ("file", "closed") and "file_blocks" not in request:
+                byte_offset = request.get("offset", 0) * (unit if self.call == "mmap2" else 1)
+                request["file_blocks"] = -(-(byte_offset + request["len"]) // 4096)
+        return {"op": self.op, "id": self.key, **request}
+
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+              ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.LShift: operator.lshift}
+
+
+def evaluate(value, names: dict, where: str) -> int:
+    """Evaluate an integer or a small arithmetic expression over ``page`` and ``unit``."""
+    if isinstance(value, int):
+        return value
+
+    def walk(node):
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in names:
+            return names[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            return _OPERATORS[type(node.op)](walk(node.left), walk(node.right))
+        raise ValueError(f"unsupported element {ast.dump(node)}")
+
+    try:
+        result = walk(ast.parse(value, mode="eval"))
+    except (SyntaxError, ValueError) as exc:
+        raise CaseError(f"{where}: bad expression {value!r}: {exc}") from None
+    if result < 0:
+        raise CaseError(f"{where}: expression {value!r} is negative")
+    return result
+
+
+def load_clauses(path: Path = CLAUSES_FILE) -> dict[str, Clause]:
+    data = tomllib.loads(path.read_text())
+    clauses = {}
+    for row in data["clause"]:
+        clause = Clause(**row)
+        if clause.id in clauses:
+            raise CaseError(f"{path}: clause {clause.id!r} defined twice")
+        clauses[clause.id] = clause
+    return clauses
+
+
+def _line_of(text: str, case_id, occurrence: int = 0) -> int:
+    matches = list(re.finditer(rf'\bid\s*=\s*"{re.escape(str(case_id))}"', text))
+    if len(matches) <= occurrence:
+        return 0
+    return text[:matches[occurrence].start()].count("\n") + 1
+
+
+def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
+    where = f"{path}:{line}"
+    for key in row:
+        if key not in META and key not in INT_INPUTS and key not in STR_INPUTS and key not in LIST_INPUTS:
+            raise CaseError(f"{where}: unknown key {key!r}")
+    for key in ("id", "clause", "expect", "source"):
+        if key not in row:
+            raise CaseError(f"{where}: missing {key!r}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.=+_-]*", row["id"]):
+        raise CaseError(f"{where}: id {row['id']!r} must be lower-case words joined by - . = + _")
+    if row["clause"] not in clauses:
+        raise CaseError(f"{where}: unknown clause {row['clause']!r} (see {CLAUSES_FILE.name})")
+    op = row.get("op", "call")
+    if op == "probe":
+        if row.get("check") not in PROBE_CHECKS:
+            raise CaseError(f"{where}: probe rows need check = one of {', '.join(PROBE_CHECKS)}")
+    elif op == "call":
+        if row.get("call") not in CALLS:
+            raise CaseError(f"{where}: call must be one of {', '.join(CALLS)}")
+        if "len" not in row:
+            raise CaseError(f"{where}: missing 'len'")
+        expects = row["expect"].values() if isinstance(row["expect"], dict) else [row["expect"]]
+        for expect in expects:
+            if expect not in CALL_EXPECTS and expect not in ERRNO_NAMES:
+                raise CaseError(f"{where}: unknown expectation {expect!r} "
+                                f"(an errno name such as EINVAL, or one of {', '.join(CALL_EXPECTS)})")
+    else:
+        raise CaseError(f"{where}: op must be 'call' or 'probe'")
+    if not isinstance(row.get("trace", False), bool) or (row.get("trace") and row.get("call") == "mmap2"):
+        raise CaseError(f"{where}: trace must be true or false, and only for libc calls")
+    for key, choices in STR_INPUTS.items():
+        if key not in row:
+            continue
+        value = row[key]
+        if not isinstance(value, str):
+            raise CaseError(f"{where}: {key} must be a string")
+        if choices and value not in choices:
+            raise CaseError(f"{where}: {key} {value!r} is not one of {', '.join(choices)}")
+        unknown = [t for t in value.split("|") if key in TOKEN_SETS and t not in TOKEN_SETS[key]]
+        if unknown:
+            raise CaseError(f"{where}: {key} token {unknown[0]!r} is not one of "
+                            f"{', '.join(sorted(TOKEN_SETS[key]))}")
+    for key in INT_INPUTS:
+        value = row.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise CaseError(f"{where}: {key} must be an integer or an expression")
+        evaluate(value, {"page": 4096, "unit": 4096}, where)
+    for key in LIST_INPUTS:
+        if key in row and not (isinstance(row[key], list) and all(isinstance(v, int) for v in row[key])):
+            raise CaseError(f"{where}: {key} must be a list of integers")
+
+
+def load_table(path: Path, clauses: dict) -> list[Case]:
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CaseError(f"{path}: {exc}") from None
+    defaults = data.get("defaults", {})
+    unknown = set(data) - {"defaults", "case"}
+    if unknown:
+        raise CaseError(f"{path}: unknown top-level key {sorted(unknown)[0]!r} (tables hold [defaults] and [[case]])")
+    cases, seen = [], set()
+    for own in data.get("case", []):
+        row = {**defaults, **own}   # a row's own keys override the table's defaults
+        line = _line_of(text, row.get("id"))
+        _check_row(row, path, line, clauses)
+        if row["id"] in seen:
+            raise CaseError(f"{path}:{_line_of(text, row['id'], 1)}: duplicate id {row['id']!r}")
+        seen.add(row["id"])
+        inputs = {k: v for k, v in row.items() if k not in META}
+        cases.append(Case(table=path.stem, id=row["id"], path=path, line=line, clause=row["clause"],
+                          op=row.get("op", "call"), call=row.get("call"), check=row.get("check"),
+                          expect=row["expect"], source=row["source"], inputs=inputs,
+                          trace=row.get("trace", False)))
+    if not cases:
+        raise CaseError(f"{path}: no [[case]] rows")
+    return cases
+
+
+def load_cases(cases_dir: Path = CASES_DIR, clauses: dict | None = None) -> list[Case]:
+    clauses = clauses if clauses is not None else load_clauses()
+    return [case for path in sorted(cases_dir.glob("*.toml")) for case in load_table(path, clauses)]

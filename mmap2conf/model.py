@@ -1,0 +1,244 @@
+"""The model: ABI configurations loaded from arches/*.toml and validated.
+
+Every fact the oracle relies on is a ``{ value, source }`` pair, so a report can
+name where each expectation comes from. A missing or unknown key is a load
+error naming the file and the key: nothing is defaulted per ABI.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ARCHES_DIR = REPO / "arches"
+HELPERS_DIR = REPO / "helpers"
+STUBS_DIR = HELPERS_DIR / "abi"
+
+ERROR_CONVENTIONS = ("negative", "a3-flag", "cr0-so", "carry")
+OFFSET_UNITS = ("4096", "page")
+MISALIGNED = ("EINVAL", "unreachable")
+RUNNER_KINDS = ("qemu-user", "native")
+FLAVOURS = ("raw", "glibc")
+ELF_MACHINES = ("EM_386", "EM_X86_64", "EM_ARM", "EM_MIPS", "EM_PPC", "EM_OPENRISC", "EM_SPARC32PLUS")
+
+
+class ModelError(Exception):
+    """A configuration file is malformed; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class Fact:
+    value: object
+    source: str
+
+
+@dataclass(frozen=True)
+class ErrnoTable:
+    family: str
+    errno: dict[str, Fact]
+    signals: dict[str, Fact]
+
+    def name_of(self, number: int) -> str | None:
+        return next((n for n, f in self.errno.items() if f.value == number), None)
+
+    def number_of(self, name: str) -> int:
+        try:
+            return self.errno[name].value
+        except KeyError:
+            raise ModelError(f"errno name {name!r} is not in the {self.family} errno table "
+                             f"(known: {', '.join(sorted(self.errno))})") from None
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    kind: str
+    page_size: Fact
+    binary: str | None = None
+
+
+@dataclass(frozen=True)
+class Flavour:
+    name: str
+    cc: str
+    cflags: tuple[str, ...]
+    apt: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    path: Path
+    description: str
+    tags: tuple[str, ...]
+    elf_machine: str
+    elf_class: int
+    endianness: str
+    stub: str
+    mmap2_nr: Fact
+    error_convention: Fact
+    errno_family: Fact
+    offset_unit: Fact | None
+    misaligned_pgoff: Fact | None
+    runners: dict[str, RunnerSpec]
+    flavours: dict[str, Flavour]
+    errno: ErrnoTable = field(repr=False)
+
+    @property
+    def has_mmap2(self) -> bool:
+        return self.mmap2_nr.value is not False
+
+    @property
+    def word_bits(self) -> int:
+        return self.elf_class
+
+    def unit_bytes(self, page_size: int) -> int:
+        """Bytes per mmap2 pgoff step on a system whose page is ``page_size``."""
+        return 4096 if self.offset_unit.value == "4096" else page_size
+
+
+class _Table:
+    """A TOML table being validated: every read key is checked, leftovers are errors."""
+
+    def __init__(self, data: dict, path: Path, where: str):
+        self.data, self.path, self.where, self.seen = data, path, where, set()
+
+    def error(self, key: str, message: str) -> ModelError:
+        return ModelError(f"{self.path}: [{self.where}] {key}: {message}")
+
+    def get(self, key: str, kind: type | tuple, choices=None, required: bool = True):
+        self.seen.add(key)
+        if key not in self.data:
+            if required:
+                raise self.error(key, "missing")
+            return None
+        value = self.data[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(key, f"expected {getattr(kind, '__name__', kind)}, got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.error(key, f"{value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+
+    def fact(self, key: str, kind, choices=None, required: bool = True) -> Fact | None:
+        raw = self.get(key, dict, required=required)
+        if raw is None:
+            return None
+        sub = _Table(raw, self.path, f"{self.where}.{key}")
+        value = sub.get("value", kind, choices)
+        source = sub.get("source", str)
+        sub.done()
+        if not source.strip():
+            raise self.error(key, "the source is empty")
+        return Fact(value, source)
+
+    def sub(self, key: str, required: bool = True) -> "_Table | None":
+        raw = self.get(key, dict, required=required)
+        return None if raw is None else _Table(raw, self.path, key if self.where == "top" else f"{self.where}.{key}")
+
+    def done(self) -> None:
+        extra = set(self.data) - self.seen
+        if extra:
+            raise self.error(sorted(extra)[0], "unknown key")
+
+
+def load_errno_table(family: str, arches_dir: Path = ARCHES_DIR) -> ErrnoTable:
+    path = arches_dir / "errno" / f"{family}.toml"
+    if not path.exists():
+        raise ModelError(f"{path}: no errno table for family {family!r}")
+    top = _Table(_read_toml(path), path, "top")
+    if top.get("family", str) != family:
+        raise top.error("family", f"does not match the file name ({family})")
+    tables = {}
+    for section in ("errno", "signals"):
+        table = top.sub(section)
+        tables[section] = {name: table.fact(name, int) for name in table.data}
+        table.done()
+    top.done()
+    return ErrnoTable(family, tables["errno"], tables["signals"])
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+
+
+def load_config(path: Path) -> Config:
+    top = _Table(_read_toml(path), path, "top")
+    name = top.get("name", str)
+    if name != path.stem:
+        raise top.error("name", f"{name!r} does not match the file name {path.stem!r}")
+    description = top.get("description", str)
+    tags = tuple(top.get("tags", list))
+
+    elf = top.sub("elf")
+    elf_machine = elf.get("machine", str, ELF_MACHINES)
+    elf_class = elf.get("class", int, (32, 64))
+    endianness = elf.get("endianness", str, ("little", "big"))
+    elf.done()
+
+    abi = top.sub("abi")
+    stub = abi.get("stub", str)
+    if not (STUBS_DIR / f"{stub}.h").exists():
+        raise abi.error("stub", f"no stub header {STUBS_DIR / stub}.h")
+    mmap2_nr = abi.fact("mmap2_nr", (int, bool))
+    if mmap2_nr.value is True:
+        raise abi.error("mmap2_nr", "must be a syscall number or false")
+    error_convention = abi.fact("error_convention", str, ERROR_CONVENTIONS)
+    errno_family = abi.fact("errno_family", str)
+    if not (path.parent / "errno" / f"{errno_family.value}.toml").exists():
+        raise abi.error("errno_family", f"no errno table for family {errno_family.value!r} in errno/")
+    # The offset facts only exist where mmap2 does: demanding them on x86_64 would
+    # force invented values, allowing them to be absent elsewhere would be a default.
+    has_mmap2 = mmap2_nr.value is not False
+    offset_unit = abi.fact("offset_unit", str, OFFSET_UNITS, required=has_mmap2)
+    misaligned = abi.fact("misaligned_pgoff", str, MISALIGNED, required=has_mmap2)
+    if not has_mmap2 and (offset_unit or misaligned):
+        raise abi.error("offset_unit", "given for an ABI without mmap2")
+    abi.done()
+
+    runners_table = top.sub("runners")
+    runners = {}
+    for kind in runners_table.data:
+        if kind not in RUNNER_KINDS:
+            raise runners_table.error(kind, f"unknown runner kind (known: {', '.join(RUNNER_KINDS)})")
+        spec = runners_table.sub(kind)
+        runners[kind] = RunnerSpec(kind, spec.fact("page_size", int),
+                                   spec.get("binary", str, required=kind == "qemu-user"))
+        spec.done()
+    runners_table.done()
+    if not runners:
+        raise runners_table.error("runners", "no runner can execute this configuration")
+
+    flavours_table = top.sub("flavours")
+    flavours = {}
+    for fname in flavours_table.data:
+        if fname not in FLAVOURS:
+            raise flavours_table.error(fname, f"unknown flavour (known: {', '.join(FLAVOURS)})")
+        spec = flavours_table.sub(fname)
+        flavours[fname] = Flavour(fname, spec.get("cc", str), tuple(spec.get("cflags", list)),
+                                  tuple(spec.get("apt", list)))
+        spec.done()
+    flavours_table.done()
+    if "raw" not in flavours:
+        raise flavours_table.error("raw", "missing: every configuration has the freestanding helper")
+    top.done()
+
+    return Config(name=name, path=path, description=description, tags=tags,
+                  elf_machine=elf_machine, elf_class=elf_class, endianness=endianness,
+                  stub=stub, mmap2_nr=mmap2_nr, error_convention=error_convention,
+                  errno_family=errno_family, offset_unit=offset_unit,
+                  misaligned_pgoff=misaligned, runners=runners, flavours=flavours,
+                  errno=load_errno_table(errno_family.value, path.parent))
+
+
+def load_all(arches_dir: Path = ARCHES_DIR) -> dict[str, Config]:
+    configs = {p.stem: load_config(p) for p in sorted(arches_dir.glob("*.toml"))}
+    if not configs:
+        raise ModelError(f"{arches_dir}: no configuration files")
+    for config in configs.values():
+        clash = set(config.tags) & set(configs)
+        if clash:
+            raise ModelError(f"{config.path}: tag {sorted(clash)[0]!r} is also a configuration name")
+    return configs

@@ -1,0 +1,225 @@
+"""The oracle: what a case must observe, from ABI facts and the row, and the verdict.
+
+Expected values come only from arches/ facts (each with its source) and from the
+case row (with its source); never from what a runner happened to answer.
+Decoding a raw system call result happens here, once, from the ABI's error
+convention, independently of the stub's own decoding, so the two check each other.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .cases import Case
+from .model import Config, Fact
+
+MARKER_MAGIC = 0x4D32434B
+MAN_EINVAL_UNIT = ("mmap2(2) ERRORS: EINVAL (Various platforms where the page size is not 4096 "
+                   "bytes.) offset * 4096 is not a multiple of the system page size")
+MAN_EINVAL_MMAP = ("mmap(2) ERRORS: EINVAL We don't like addr, length, or offset "
+                   "(e.g., they are too large, or not aligned on a page boundary)")
+MAN_RETURN = ("mmap2(2) RETURN VALUE: on success a pointer to the mapped area; on error -1 "
+              "and errno; mmap(2): the address is page aligned, MAP_FIXED places it exactly at addr")
+
+
+class OracleError(Exception):
+    """The facts contradict each other; the suite cannot state an expectation."""
+
+
+@dataclass
+class Expectation:
+    success: bool
+    errno: str | None = None
+    block: int | None = None      # 4096-byte file block expected at the start of the mapping
+    zero: bool = False            # anonymous: the mapping reads as zeros
+    clause: str = ""
+    sources: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        if not self.success:
+            return {"result": "error", "errno": self.errno}
+        return {"result": "mapped", **({"block": self.block} if self.block is not None else {}),
+                **({"contents": "zero"} if self.zero else {})}
+
+
+def expect_call(config: Config, page_size: int, page_source: str, case: Case, runner_kind: str,
+                request: dict) -> Expectation:
+    wanted = case.expectation_for(runner_kind)
+    if wanted != "mapping":
+        return Expectation(False, errno=wanted, clause=case.clause, sources=[case.source])
+    if case.call == "mmap2":
+        unit = config.unit_bytes(page_size)
+        byte_offset = request.get("offset", 0) * unit
+        sources = [config.offset_unit.source, page_source]
+    else:
+        byte_offset = request.get("offset", 0)
+        sources = [page_source]
+    if byte_offset % page_size:
+        if case.call != "mmap2":
+            return Expectation(False, errno="EINVAL", clause="mmap.ERRORS.EINVAL", sources=[MAN_EINVAL_MMAP])
+        if config.misaligned_pgoff.value == "unreachable":
+            raise OracleError(f"{config.path.name}: misaligned_pgoff is 'unreachable' "
+                              f"({config.misaligned_pgoff.source}) but the page is {page_size} bytes")
+        return Expectation(False, errno="EINVAL", clause="mmap2.ERRORS.EINVAL",
+                           sources=[MAN_EINVAL_UNIT, config.misaligned_pgoff.source])
+    # mmap2(2) VERSIONS says the unit is the page on ia64; such rows check that sentence.
+    clause = ("mmap2.VERSIONS.ia64-unit" if case.call == "mmap2" and case.clause == "mmap2.DESCRIPTION.unit"
+              and config.offset_unit.value == "page" else case.clause)
+    return Expectation(True, block=byte_offset // 4096 if request.get("fd") == "file" else None,
+                       zero=request.get("fd", "none") == "none", clause=clause,
+                       sources=[case.source, *sources])
+
+
+def decode_raw(config: Config, ret: int, flag: int) -> int | None:
+    """The errno a raw result means under the ABI's convention, or None for success."""
+    convention = config.error_convention.value
+    if convention == "negative":
+        bits = config.word_bits
+        signed = ret - (1 << bits) if ret >> (bits - 1) else ret
+        return -signed if -4095 <= signed <= -1 else None
+    return ret if flag else None
+
+
+def decode_marker(words: list[int]) -> int | str:
+    if words[0] == MARKER_MAGIC:
+        return words[1] | words[2] << 32
+    return "zero" if not any(words) else "garbage:" + ",".join(f"{w:#x}" for w in words)
+
+
+def observe_call(config: Config, case: Case, answer: dict) -> dict:
+    """Normalise a helper answer into what the report shows as observed."""
+    bits = config.word_bits
+    observed = {"ret": f"{answer['ret']:#x}"}
+    if case.call == "mmap2":
+        observed["flag"] = answer.get("flag", 0)
+        errno = decode_raw(config, answer["ret"], answer.get("flag", 0))
+    else:
+        failed = answer["ret"] == (1 << bits) - 1   # MAP_FAILED, (void *) -1
+        errno = answer["errno"] if failed else None
+    if errno is not None:
+        observed.update(result="error", errno=config.errno.name_of(errno) or f"errno {errno}",
+                        errno_number=errno)
+    else:
+        observed["result"] = "mapped"
+        if answer.get("reads"):
+            observed["block"] = decode_marker(answer["reads"][0][1:])
+    for key in ("signal", "signal_at", "setup_error", "err_name"):
+        if answer.get(key) is not None:
+            observed[key] = answer[key]
+    return observed
+
+
+def judge_call(config: Config, page_size: int, case: Case, request: dict, answer: dict,
+               expectation: Expectation) -> tuple[dict, list[str]]:
+    """Compare one answer with its expectation; returns (observed, problems)."""
+    observed = observe_call(config, case, answer)
+    if "setup_error" in observed:
+        return observed, [f"the helper could not set the case up: {observed['setup_error']}"]
+    problems = []
+    if observed.get("signal") is not None:
+        problems.append(f"the helper died of {observed['signal']} while reading offset "
+                        f"{observed.get('signal_at')}")
+    if not expectation.success:
+        if observed["result"] != "error":
+            problems.append(f"expected {expectation.errno}, the call succeeded at {observed['ret']}")
+        elif observed["errno"] != expectation.errno:
+            problems.append(f"expected {expectation.errno}, got {observed['errno']}")
+        problems += _encoding_problems(config, case, answer, observed)
+        return observed, problems
+    if observed["result"] != "mapped":
+        return observed, problems + [f"expected a mapping, got {observed['errno']}"]
+    address = answer["ret"]
+    if address % page_size:
+        problems.append(f"address {address:#x} is not aligned to the {page_size}-byte page")
+    if "FIXED" in request.get("flags", "").split("|") and address != answer.get("addr_arg"):
+        problems.append(f"MAP_FIXED asked for {answer.get('addr_arg', 0):#x}, got {address:#x}")
+    if expectation.block is not None and observed.get("block") != expectation.block:
+        problems.append(f"expected file block {expectation.block} at the mapping, read {observed.get('block')}")
+    if expectation.zero and observed.get("block") != "zero":
+        problems.append(f"an anonymous mapping must read as zeros, read {observed.get('block')}")
+    return observed, problems
+
+
+def _encoding_problems(config: Config, case: Case, answer: dict, observed: dict) -> list[str]:
+    """RETURN VALUE: -1 and errno through libc; the ABI's own convention through the raw stub."""
+    if observed["result"] != "error":
+        return []
+    errno, bits = observed["errno_number"], config.word_bits
+    problems = [] if 1 <= errno <= 4095 else [f"errno {errno} is outside 1..4095"]
+    if case.call != "mmap2":
+        return problems
+    convention = config.error_convention.value
+    if convention == "negative" and answer["ret"] != (1 << bits) - errno:
+        problems.append(f"raw return {answer['ret']:#x} is not -{errno} in {bits} bits")
+    if convention != "negative" and answer.get("flag") != 1:
+        problems.append(f"the {convention} error flag is {answer.get('flag')}, expected 1")
+    stub_view = answer.get("err_name")
+    if stub_view != config.errno.name_of(errno):
+        problems.append(f"the stub decoded the error as {stub_view}, the {convention} convention "
+                        f"gives {config.errno.name_of(errno)}")
+    return problems
+
+
+def judge_probe(config: Config, page: Fact, case: Case, answer: dict):
+    """Self-checks: what the helper was compiled with and sees, against arches/ facts.
+
+    Returns (clause, expected, observed, sources, problems)."""
+    clause = case.clause
+    if case.check == "mmap2-number":
+        if not config.has_mmap2:
+            clause = "mmap2.VERSIONS.no-x86-64"
+        expected = {"mmap2_nr": config.mmap2_nr.value if config.has_mmap2 else None}
+        observed = {"mmap2_nr": answer.get("mmap2_nr")}
+        sources = [config.mmap2_nr.source]
+    elif case.check == "page-size":
+        expected = {"auxv_pagesz": page.value}
+        observed = {"auxv_pagesz": answer.get("auxv_pagesz")}
+        if answer.get("sysconf_pagesz") is not None:
+            expected["sysconf_pagesz"] = page.value
+            observed["sysconf_pagesz"] = answer["sysconf_pagesz"]
+        sources = [page.source]
+    else:
+        table, field_name = ((config.errno.errno, "errno") if case.check == "errno-numbers"
+                             else (config.errno.signals, "signals"))
+        expected = {name: fact.value for name, fact in table.items()}
+        compiled = answer.get(field_name) or {}
+        observed = {name: compiled.get(name) for name in table}
+        sources = sorted({fact.source.rsplit(":", 1)[0] for fact in table.values()})
+    problems = [f"{key}: expected {value!r}, the helper has {observed.get(key)!r}"
+                for key, value in expected.items() if observed.get(key) != value]
+    return clause, expected, observed, sources, problems
+
+
+MAN_GLIBC_WRAPPER = ("mmap2(2) VERSIONS: on architectures where this system call is present, the "
+                     "glibc mmap() wrapper function invokes this system call rather than mmap(2)")
+_TRACED = re.compile(r"\b(mmap2|mmap)\((.*)\)\s+=")
+
+
+def traced_maps(trace: str) -> list[tuple[str, str]]:
+    """(name, last argument) of every mmap/mmap2 line a tracer printed."""
+    return [(m.group(1), m.group(2).rsplit(",", 1)[-1].strip()) for m in map(_TRACED.search, trace.splitlines()) if m]
+
+
+def judge_trace(config: Config, page_size: int, request: dict, trace: str, shows: str):
+    """Which system call libc made for the request, and with what offset argument.
+
+    ``shows`` says how the tracer prints the last argument: "argument" (qemu -strace
+    prints it raw) or "bytes" (strace scales mmap2's argument to a byte offset)."""
+    name = "mmap2" if config.has_mmap2 else "mmap"
+    offset = request.get("offset", 0)
+    argument = offset // config.unit_bytes(page_size) if config.has_mmap2 and shows == "argument" else offset
+    expected = {"syscall": name, "offset_argument": argument}
+    calls = traced_maps(trace)
+    observed = {"syscalls": [f"{n}(...,{a})" for n, a in calls]}
+    if len(calls) != 1:
+        return expected, observed, [f"expected one mmap system call in the trace, found {len(calls)}: "
+                                    f"{trace[-500:]!r}"]
+    traced_name, traced_arg = calls[0]
+    problems = [] if traced_name == name else [f"libc called {traced_name}, expected {name}"]
+    try:
+        value = int(traced_arg, 0)
+    except ValueError:
+        value = traced_arg
+    if value != argument:
+        problems.append(f"the offset argument was {traced_arg}, expected {argument:#x}")
+    return expected, observed, problems

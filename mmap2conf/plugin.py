@@ -1,0 +1,374 @@
+"""The pytest plugin: options, case generation, helper sessions, records and the matrix.
+
+Flow: arches/ (model) x tests/cases/ (rows) -> one test item per configuration,
+flavour, runner and row -> the item sends its request to a helper process kept
+for the whole session -> oracle -> a verdict record attached to the report ->
+the controller (also under xdist) collects records, prints the matrix and
+writes the JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from . import build, cases, knownissues, model, oracle, report
+from .protocol import HelperSession, ProtocolError
+from .runners import RunnerUnavailable, make_runner
+
+FLAVOURS = model.FLAVOURS
+RUNNERS = model.RUNNER_KINDS
+RECORD = "conformance"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One row run on one configuration, through one flavour, by one runner."""
+
+    config: model.Config
+    flavour: str
+    runner_kind: str
+    case: cases.Case
+    not_applicable: str | None = None
+
+    @property
+    def group(self) -> str:
+        return f"{self.config.name}/{self.flavour}/{self.runner_kind}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.group}/{self.case.key}"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("mmap2-conformance", "mmap2(2) conformance")
+    group.addoption("--arch", dest="m2_arch", metavar="NAME[,NAME]",
+                    help="configurations from arches/, or tags such as ia64-like, to run (default: all)")
+    group.addoption("--libc", dest="m2_libc", metavar="FLAVOUR[,FLAVOUR]",
+                    help=f"helper flavours: {', '.join(FLAVOURS)} (default: every one a configuration has)")
+    group.addoption("--runner", dest="m2_runner", metavar="KIND[,KIND]",
+                    help=f"runner kinds: {', '.join(RUNNERS)} (default: every one a configuration declares)")
+    group.addoption("--qemu-dir", dest="m2_qemu_dir", metavar="DIR", type=Path,
+                    help="take the qemu-<arch>-static binaries from DIR instead of PATH")
+    group.addoption("--require-all", dest="m2_require_all", action="store_true",
+                    help="a configuration that cannot run here fails instead of being skipped")
+    group.addoption("--conformance-json", dest="m2_json", metavar="PATH", type=Path,
+                    help="write one verdict record per case to PATH")
+
+
+def _selection(config, option: str, valid, what: str) -> set[str] | None:
+    value = config.getoption(option)
+    if not value:
+        return None
+    chosen = {v.strip() for v in value.split(",") if v.strip()}
+    unknown = chosen - set(valid)
+    if unknown:
+        raise pytest.UsageError(f"unknown {what} {', '.join(sorted(unknown))}; "
+                                f"valid: {', '.join(sorted(valid))}")
+    return chosen
+
+
+class Suite:
+    """Everything loaded once per pytest process."""
+
+    def __init__(self, pytest_config):
+        try:
+            self.configs = model.load_all()
+            self.clauses = cases.load_clauses()
+            self.cases = cases.load_cases(clauses=self.clauses)
+            self.known_issues = knownissues.load_known_issues()
+        except (model.ModelError, cases.CaseError, knownissues.KnownIssueError) as exc:
+            raise pytest.UsageError(str(exc)) from None
+        by_name = {name: {name} for name in self.configs}
+        by_tag = {tag: {c.name for c in self.configs.values() if tag in c.tags}
+                  for config in self.configs.values() for tag in config.tags}
+        chosen = _selection(pytest_config, "m2_arch", {**by_tag, **by_name}, "configuration or tag")
+        self.arches = None if chosen is None else set().union(*({**by_tag, **by_name}[n] for n in chosen))
+        self.flavours = _selection(pytest_config, "m2_libc", FLAVOURS, "flavour")
+        self.runner_kinds = _selection(pytest_config, "m2_runner", RUNNERS, "runner")
+        self.qemu_dir = pytest_config.getoption("m2_qemu_dir")
+        if self.qemu_dir is not None and not self.qemu_dir.is_dir():
+            raise pytest.UsageError(f"--qemu-dir {self.qemu_dir} is not a directory")
+        self.require_all = pytest_config.getoption("m2_require_all")
+        self.versions: dict[tuple[str, str], str | None] = {}
+        self.records: list[dict] = []
+
+    def runner(self, config: model.Config, kind: str):
+        return make_runner(kind, config, self.qemu_dir)
+
+    def version(self, config: model.Config, kind: str) -> str | None:
+        key = (config.name, kind)
+        if key not in self.versions:
+            try:
+                self.versions[key] = self.runner(config, kind).version()
+            except RunnerUnavailable:
+                self.versions[key] = None
+        return self.versions[key]
+
+    def instances(self):
+        for config in self.configs.values():
+            if self.arches is not None and config.name not in self.arches:
+                continue
+            for flavour in config.flavours:
+                if self.flavours is not None and flavour not in self.flavours:
+                    continue
+                for kind in config.runners:
+                    if self.runner_kinds is not None and kind not in self.runner_kinds:
+                        continue
+                    for case in self.cases:
+                        yield from _instances_for(config, flavour, kind, case)
+
+
+def _instances_for(config, flavour, kind, case):
+    if case.op == "probe":
+        yield Instance(config, flavour, kind, case)
+        return
+    wants_raw = case.call == "mmap2"
+    if wants_raw != (flavour == "raw"):
+        return  # the raw flavour makes the system call, libc flavours call libc
+    reason = None
+    if wants_raw and not config.has_mmap2:
+        reason = f"n.a.: {config.name} has no mmap2 ({config.mmap2_nr.source})"
+    yield Instance(config, flavour, kind, case, reason)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "clause(id): the manual page clause a conformance case checks")
+    config.addinivalue_line("markers", "known_issue(id): the known-issues.toml record a case is xfailed by")
+    config.stash[SUITE] = Suite(config)
+
+
+SUITE = pytest.StashKey[Suite]()
+
+
+def pytest_generate_tests(metafunc):
+    if "instance" not in metafunc.fixturenames:
+        return
+    suite = metafunc.config.stash[SUITE]
+    params = []
+    for instance in suite.instances():
+        marks = [pytest.mark.clause(instance.case.clause), pytest.mark.xdist_group(instance.group)]
+        if instance.not_applicable:
+            marks.append(pytest.mark.skip(reason=instance.not_applicable))
+        else:
+            version = suite.version(instance.config, instance.runner_kind)
+            issue = version and knownissues.find_issue(
+                suite.known_issues, instance.case.key, instance.config.name, instance.flavour,
+                instance.runner_kind, version)
+            if issue:
+                marks.append(pytest.mark.xfail(strict=True, reason=issue.reason()))
+                marks.append(pytest.mark.known_issue(issue.id))
+        params.append(pytest.param(instance, id=instance.id, marks=marks))
+    if not params:
+        raise pytest.UsageError("the selection runs no case")
+    metafunc.parametrize("instance", params)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    suite = config.stash[SUITE]
+    for item in items:
+        instance = getattr(item, "callspec", None) and item.callspec.params.get("instance")
+        if not isinstance(instance, Instance):
+            continue
+        issue = item.get_closest_marker("known_issue")
+        case = instance.case
+        item.user_properties.append((RECORD, {
+            "nodeid": item.nodeid, "config": instance.config.name, "flavour": instance.flavour,
+            "runner": instance.runner_kind,
+            "runner_version": suite.version(instance.config, instance.runner_kind),
+            "column": f"{instance.config.name}@{instance.runner_kind}",
+            "case": case.key, "table": case.table, "case_file": case.where, "clause": case.clause,
+            "section": suite.clauses[case.clause].section, "call": case.call,
+            "known_issue": issue.args[0] if issue else None,
+            "request": None, "expected": None, "observed": None, "sources": [case.source],
+            "outcome": None, "reason": instance.not_applicable, "reproducer": None,
+        }))
+
+
+class Sessions:
+    """Helper processes kept for the whole pytest session, one per configuration, flavour, runner."""
+
+    def __init__(self, suite: Suite):
+        self.suite, self.open, self.helpers, self.unavailable = suite, {}, {}, {}
+
+    def get(self, instance: Instance):
+        """The helper session for this instance, or a string saying why there is none."""
+        trace = instance.case.trace
+        key = instance.group + ("/trace" if trace else "")
+        if key in self.unavailable:
+            return self.unavailable[key]
+        if key not in self.open:
+            try:
+                runner = self.suite.runner(instance.config, instance.runner_kind)
+                helper = build.helper_path(instance.config, instance.flavour)
+                runner.command(helper, Path("/"), trace)  # raises RunnerUnavailable early
+            except (RunnerUnavailable, build.BuildError) as exc:
+                self.unavailable[key] = f"unavailable: {exc}"
+                return self.unavailable[key]
+            self.helpers[instance.group] = (runner, helper)
+            session = HelperSession(lambda workdir: runner.command(helper, workdir, trace))
+            # Detect support by running it (e.g. IA32 emulation may be off): never assume it.
+            try:
+                session.request({"op": "probe", "id": "startup"})
+            except ProtocolError as exc:
+                session.close()
+                self.unavailable[key] = f"unavailable: the helper does not run here: {exc}"
+                return self.unavailable[key]
+            self.open[key] = session
+        return self.open[key]
+
+    def reproducer(self, instance: Instance, request: dict) -> str:
+        runner, helper = self.helpers[instance.group]
+        line = json.dumps(request, separators=(",", ":"))
+        command = runner.command(helper, Path("DIR"), instance.case.trace)[:-1]
+        return f"echo {shlex.quote(line)} | {shlex.join(command)} \"$(mktemp -d)\""
+
+    def close(self):
+        for session in self.open.values():
+            session.close()
+
+
+@pytest.fixture(scope="session")
+def helper_sessions(request):
+    sessions = Sessions(request.config.stash[SUITE])
+    yield sessions
+    sessions.close()
+
+
+def run_instance(instance: Instance, sessions: Sessions, record: dict) -> None:
+    """Run one case and fill its record; fail the test on any problem."""
+    session = sessions.get(instance)
+    suite = sessions.suite
+    if isinstance(session, str):
+        if suite.require_all:
+            pytest.fail(f"{session} (--require-all)")
+        pytest.skip(session)
+    config, case = instance.config, instance.case
+    page = config.runners[instance.runner_kind].page_size
+    unit = config.unit_bytes(page.value) if config.has_mmap2 else 4096
+    request = case.concrete_inputs(page.value, unit)
+    record["request"] = request
+    record["reproducer"] = sessions.reproducer(instance, request)
+    mark = session.stderr_size()
+    try:
+        answer = session.request(request)
+    except ProtocolError as exc:
+        pytest.fail(f"protocol: {exc}")
+    record["helper_process"] = f"{os.getpid()}:{instance.group}:{session.starts}"
+    if case.op == "probe":
+        clause, expected, observed, sources, problems = oracle.judge_probe(config, page, case, answer)
+    else:
+        expectation = oracle.expect_call(config, page.value, page.source, case,
+                                         instance.runner_kind, request)
+        clause, expected, sources = expectation.clause, expectation.describe(), expectation.sources
+        observed, problems = oracle.judge_call(config, page.value, case, request, answer, expectation)
+    if case.trace:
+        runner = sessions.helpers[instance.group][0]
+        trace = session.stderr_since(mark, until=oracle.traced_maps)
+        traced_expected, traced, trace_problems = oracle.judge_trace(
+            config, page.value, request, trace, runner.trace_shows)
+        clause, sources = "mmap2.VERSIONS.glibc-wrapper", [oracle.MAN_GLIBC_WRAPPER, *sources]
+        expected, observed = {**expected, **traced_expected}, {**observed, **traced}
+        problems += trace_problems
+    record.update(clause=clause, section=suite.clauses[clause].section, expected=expected,
+                  observed=observed, sources=sources)
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def record(request):
+    return next(value for name, value in request.node.user_properties if name == RECORD)
+
+
+def _outcome(report) -> str | None:
+    if report.when == "call":
+        if report.passed:
+            return "passed"
+        if report.skipped:
+            return "xfailed" if hasattr(report, "wasxfail") else "skipped"
+        return "xpassed" if "XPASS(strict)" in str(report.longrepr) else "failed"
+    if report.when == "setup" and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        return "n.a." if reason.removeprefix("Skipped: ").startswith("n.a.") else "skipped"
+    if report.failed:
+        return "error"
+    return None
+
+
+def _reason(report) -> str | None:
+    if report.passed:
+        return None
+    if isinstance(report.longrepr, tuple):
+        return report.longrepr[2].removeprefix("Skipped: ")
+    if hasattr(report, "wasxfail"):
+        return report.wasxfail
+    text = getattr(report.longrepr, "reprcrash", None)
+    return text.message if text else str(report.longrepr).strip().splitlines()[-1]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report):
+    outcome = _outcome(report)
+    if outcome is None:
+        return
+    for name, value in report.user_properties:
+        if name == RECORD:
+            record = dict(value, outcome=outcome)
+            record["reason"] = _reason(report) or record.get("reason")
+            _collected.append(record)
+
+
+_collected: list[dict] = []
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def environment() -> dict:
+    return {"host": f"{platform.system()} {platform.release()} {platform.machine()}",
+            "python": platform.python_version()}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if _is_worker(config) or not _collected:
+        return
+    path = config.getoption("m2_json")
+    if path:
+        report.write_json(_collected, path, environment())
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _is_worker(config) or not _collected:
+        return
+    suite = config.stash[SUITE]
+    writer = terminalreporter
+    colours = report.COLOURS
+
+    def markup(text, outcome):
+        return writer._tw.markup(text, **{colours[outcome]: True}) if writer.hasmarkup else text
+
+    writer.write_sep("=", "mmap2 conformance matrix")
+    for line in report.matrix_lines(_collected, suite.clauses, markup):
+        writer.write_line(line)
+    problems = report.problems_lines(_collected)
+    if problems:
+        writer.write_sep("-", "unexpected results")
+        for line in problems:
+            writer.write_line(line)
+
+
+def pytest_report_header(config):
+    suite = config.stash[SUITE]
+    names = sorted(suite.arches or suite.configs)
+    return [f"mmap2 conformance: configurations {', '.join(names)}",
+            f"  flavours {', '.join(sorted(suite.flavours or FLAVOURS))}; runners "
+            f"{', '.join(sorted(suite.runner_kinds or RUNNERS))}"
+            + (f"; qemu from {suite.qemu_dir}" if suite.qemu_dir else "")]

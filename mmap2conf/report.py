@@ -1,0 +1,111 @@
+"""Report: verdict records in, conformance matrix and JSON out.
+
+The matrix and the JSON file are built from the same records that the tests
+produced; nothing here reruns or re-judges a case.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+SCHEMA = "mmap2-conformance/1"
+SECTIONS = ("SYNOPSIS", "DESCRIPTION", "RETURN VALUE", "ERRORS", "VERSIONS", "HARNESS")
+# Worst first: a cell shows the worst outcome among its cases.
+SEVERITY = ("error", "failed", "xpassed", "skipped", "xfailed", "passed", "n.a.")
+GREEN = ("passed", "xfailed", "n.a.")
+COLOURS = {"passed": "green", "xfailed": "yellow", "n.a.": "cyan", "skipped": "purple",
+           "failed": "red", "xpassed": "red", "error": "red"}
+
+
+def cell_outcome(records: list[dict]) -> str:
+    return min((r["outcome"] for r in records), key=SEVERITY.index)
+
+
+def cell_text(records: list[dict]) -> str:
+    outcome = cell_outcome(records)
+    counts = Counter(r["outcome"] for r in records)
+    if outcome == "passed":
+        return f"pass {counts['passed']}"
+    if outcome == "xfailed":
+        issues = sorted({r["known_issue"] for r in records if r["known_issue"]})
+        return "KI " + ",".join(i.removeprefix("KI-") for i in issues)
+    if outcome == "n.a.":
+        return "n.a."
+    if outcome == "skipped":
+        return f"SKIP {counts['skipped']}"
+    bad = counts["failed"] + counts["error"] + counts["xpassed"]
+    return f"FAIL {bad}/{len(records)}"
+
+
+def column_verdict(records: list[dict]) -> str:
+    counts = Counter(r["outcome"] for r in records)
+    summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items(), key=lambda kv: SEVERITY.index(kv[0])))
+    if counts["failed"] or counts["error"] or counts["xpassed"]:
+        return f"NOT CONFORMANT ({summary})"
+    if counts["skipped"]:
+        return f"INCOMPLETE ({summary})"
+    if counts["xfailed"]:
+        return f"conformant except known issues ({summary})"
+    return f"CONFORMANT ({summary})"
+
+
+def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome: text) -> list[str]:
+    """Rows: clauses grouped by manual page section; columns: configuration@runner."""
+    columns = sorted({r["column"] for r in records})
+    cells = defaultdict(list)
+    for record in records:
+        cells[record["clause"], record["column"]].append(record)
+    used = sorted({r["clause"] for r in records},
+                  key=lambda c: (SECTIONS.index(clauses[c].section), c))
+    width = max([len(c) for c in used] + [10]) + 4
+    col = max([len(cell_text(group)) for group in cells.values()] + [len(f"[{len(columns)}]")]) + 2
+    lines = []
+    # Column headers are long; print them numbered above the grid.
+    for index, column in enumerate(columns, 1):
+        lines.append(f"  [{index}] {column}")
+    lines.append("")
+    lines.append(" " * width + "".join(f"[{i}]".ljust(col) for i in range(1, len(columns) + 1)))
+    section = None
+    for clause in used:
+        if clauses[clause].section != section:
+            section = clauses[clause].section
+            lines.append(section)
+        row = f"  {clause}".ljust(width)
+        for column in columns:
+            group = cells.get((clause, column))
+            text = cell_text(group) if group else "-"
+            row += markup(text.ljust(col), cell_outcome(group) if group else "n.a.")
+        lines.append(row)
+    lines.append("")
+    for index, column in enumerate(columns, 1):
+        group = [r for r in records if r["column"] == column]
+        verdict = column_verdict(group)
+        lines.append(markup(f"[{index}] {column}: {verdict}",
+                            "passed" if verdict.startswith(("CONFORMANT", "conformant")) else "failed"))
+    return lines
+
+
+def problems_lines(records: list[dict]) -> list[str]:
+    """Each unexpected result with the way to reproduce it by hand."""
+    lines = []
+    for record in records:
+        if record["outcome"] in ("failed", "error", "xpassed", "skipped"):
+            lines.append(f"{record['outcome'].upper()} {record['nodeid']}")
+            if record.get("reason"):
+                lines.append(f"    {record['reason']}")
+            if record.get("reproducer"):
+                lines.append(f"    reproduce: {record['reproducer']}")
+    return lines
+
+
+def write_json(records: list[dict], path: Path, environment: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"schema": SCHEMA, "environment": environment,
+                "summary": dict(Counter(r["outcome"] for r in records)),
+                "records": sorted(records, key=lambda r: r["nodeid"])}
+    path.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+
+
+def is_green(records: list[dict]) -> bool:
+    return all(r["outcome"] in GREEN for r in records)

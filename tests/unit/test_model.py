@@ -1,0 +1,82 @@
+"""arches/ validation: every real file loads, and every kind of mistake is an
+error that names the file and the key."""
+import pytest
+
+from mmap2conf.model import ModelError, load_all, load_config
+
+
+def test_every_configuration_loads_with_a_source_for_each_fact():
+    configs = load_all()
+    assert {"i386", "arm", "armhf", "mips", "mipsel", "ppc", "or1k", "sparc32plus", "x86_64"} <= set(configs)
+    for config in configs.values():
+        facts = [config.mmap2_nr, config.error_convention, config.errno_family,
+                 *(spec.page_size for spec in config.runners.values())]
+        if config.has_mmap2:
+            facts += [config.offset_unit, config.misaligned_pgoff]
+        assert all(fact.source.strip() for fact in facts), config.name
+
+
+def test_the_ia64_like_configuration_has_page_units_and_a_non_4096_page():
+    or1k = load_all()["or1k"]
+    assert "ia64-like" in or1k.tags
+    assert or1k.offset_unit.value == "page"
+    assert or1k.unit_bytes(or1k.runners["qemu-user"].page_size.value) == 8192
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('mmap2_nr = { value = 192, source = "arch/x86/entry/syscalls/syscall_32.tbl:207 (Linux 6.18)" }\n', "",
+     "[abi] mmap2_nr: missing"),
+    ('source = "arch/x86/entry/syscalls/syscall_32.tbl:207 (Linux 6.18)"', 'source = " "',
+     "[abi] mmap2_nr: the source is empty"),
+    ('error_convention = { value = "negative"', 'error_convention = { value = "sometimes"',
+     "[abi.error_convention] value: 'sometimes' is not one of"),
+    ('class = 32', 'class = "32"', "[elf] class: expected int"),
+    ('stub = "i386"', 'stub = "i386"\nstubb = "x"', "[abi] stubb: unknown key"),
+    ('stub = "i386"', 'stub = "vax"', "[abi] stub: no stub header"),
+    ('errno_family = { value = "generic"', 'errno_family = { value = "vms"', "no errno table for family 'vms'"),
+    ('[runners.native]', '[runners.qemu-system-vax]', "[runners] qemu-system-vax: unknown runner kind"),
+    ('binary = "qemu-i386-static"\n', '', "[runners.qemu-user] binary: missing"),
+    ('name = "i386"', 'name = "i486"', "does not match the file name"),
+    ('[flavours.raw]', '[flavours.bionic]', "[flavours] bionic: unknown flavour"),
+])
+def test_a_malformed_file_is_an_error_naming_file_and_key(arches_copy, edit, old, new, message):
+    path = arches_copy / "i386.toml"
+    edit(path, old, new)
+    with pytest.raises(ModelError) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+    assert message in str(error.value)
+
+
+def test_offset_facts_are_required_where_mmap2_exists_and_refused_where_not(arches_copy, edit):
+    path = arches_copy / "or1k.toml"
+    edit(path, 'offset_unit = { value = "page"', 'offset_unitt = { value = "page"')
+    with pytest.raises(ModelError, match=r"\[abi\] offset_unit: missing"):
+        load_config(path)
+    control = arches_copy / "x86_64.toml"
+    edit(control, '[runners.native]', 'offset_unit = { value = "4096", source = "x" }\n\n[runners.native]')
+    with pytest.raises(ModelError, match="given for an ABI without mmap2"):
+        load_config(control)
+
+
+def test_invalid_toml_names_the_file(arches_copy):
+    path = arches_copy / "mips.toml"
+    path.write_text(path.read_text() + "\n[[[broken\n")
+    with pytest.raises(ModelError, match=str(path)):
+        load_config(path)
+
+
+def test_a_tag_may_not_shadow_a_configuration_name(arches_copy, edit):
+    edit(arches_copy / "mips.toml", '"mips-o32"]', '"mips-o32", "ppc"]')
+    with pytest.raises(ModelError, match="tag 'ppc' is also a configuration name"):
+        load_all(arches_copy)
+
+
+def test_errno_tables_give_each_family_its_own_numbers():
+    configs = load_all()
+    assert configs["mips"].errno.number_of("EOVERFLOW") == 79
+    assert configs["sparc32plus"].errno.number_of("EOVERFLOW") == 92
+    assert configs["i386"].errno.number_of("EOVERFLOW") == 75
+    assert configs["mips"].errno.name_of(79) == "EOVERFLOW"
+    with pytest.raises(ModelError, match="EWHATEVER"):
+        configs["i386"].errno.number_of("EWHATEVER")

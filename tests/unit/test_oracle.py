@@ -1,0 +1,105 @@
+"""The oracle on its own: expected blocks from unit, page size and pgoff; the
+raw error conventions; contradictions in the facts."""
+import pytest
+
+from mmap2conf.cases import load_cases
+from mmap2conf.model import load_all
+from mmap2conf.oracle import (MARKER_MAGIC, OracleError, decode_marker, decode_raw, expect_call,
+                              judge_call, judge_trace, traced_maps)
+
+CONFIGS = load_all()
+CASES = {case.key: case for case in load_cases()}
+
+
+def expectation(config_name, case_key, page, **overrides):
+    config, case = CONFIGS[config_name], CASES[case_key]
+    request = {**case.concrete_inputs(page, config.unit_bytes(page)), **overrides}
+    return expect_call(config, page, "page source", case, "qemu-user", request)
+
+
+@pytest.mark.parametrize("config, page, pgoff, block", [
+    ("i386", 4096, 1, 1),           # 4096-byte units
+    ("i386", 4096, 3, 3),
+    ("or1k", 8192, 1, 2),           # ia64-like: page units, pgoff 1 is byte 8192
+    ("or1k", 8192, 3, 6),
+    ("sparc32plus", 8192, 2, 2),    # 4096-byte units on 8 KiB pages: even pgoffs map
+    ("mips", 16384, 4, 4),          # the 16 KiB-page kernel: pgoff 4 is the first page
+])
+def test_expected_block_is_pgoff_times_unit_over_4096(config, page, pgoff, block):
+    result = expectation(config, "offset-unit/pgoff=1", page, offset=pgoff)
+    assert result.success and result.block == block
+
+
+@pytest.mark.parametrize("config, page, pgoff", [("sparc32plus", 8192, 1), ("sparc32plus", 8192, 3),
+                                                 ("mips", 16384, 2), ("ppc", 65536, 8)])
+def test_pgoff_not_on_a_page_boundary_is_einval_where_the_unit_is_4096(config, page, pgoff):
+    result = expectation(config, "offset-unit/pgoff=1", page, offset=pgoff)
+    assert not result.success and result.errno == "EINVAL"
+    assert result.clause == "mmap2.ERRORS.EINVAL"
+
+
+def test_page_units_check_the_ia64_sentence():
+    assert expectation("or1k", "offset-unit/pgoff=1", 8192).clause == "mmap2.VERSIONS.ia64-unit"
+    assert expectation("i386", "offset-unit/pgoff=1", 4096).clause == "mmap2.DESCRIPTION.unit"
+
+
+def test_libc_byte_offsets_off_the_page_are_einval():
+    result = expectation("sparc32plus", "libc-offset/mmap-offset=4096", 8192)
+    assert not result.success and result.clause == "mmap.ERRORS.EINVAL"
+    assert expectation("sparc32plus", "libc-offset/mmap-offset=page", 8192).block == 2
+
+
+def test_a_misaligned_pgoff_on_an_abi_whose_page_cannot_change_is_a_contradiction():
+    with pytest.raises(OracleError, match="unreachable"):
+        expectation("i386", "offset-unit/pgoff=1", 8192, offset=1)
+
+
+@pytest.mark.parametrize("config, ret, flag, errno", [
+    ("i386", 0xFFFFFFF7, 0, 9),          # -EBADF in eax
+    ("i386", 0xF7FF0000, 0, None),       # an address above 2 GiB is not an error
+    ("i386", 0xFFFFF000, 0, None),       # -4096 is an address, not an errno
+    ("x86_64", (1 << 64) - 22, 0, 22),
+    ("mips", 9, 1, 9),                   # a3 set: v0 is a positive errno
+    ("mips", 9, 0, None),                # a3 clear: 9 is a (strange) address
+    ("ppc", 22, 1, 22),
+    ("sparc32plus", 0x80000000, 0, None),
+])
+def test_raw_results_decode_by_the_abi_convention(config, ret, flag, errno):
+    assert decode_raw(CONFIGS[config], ret, flag) == errno
+
+
+def test_markers_decode_to_block_numbers():
+    assert decode_marker([MARKER_MAGIC, 5, 0]) == 5
+    assert decode_marker([MARKER_MAGIC, 1, 1]) == (1 << 32) + 1
+    assert decode_marker([0, 0, 0]) == "zero"
+    assert decode_marker([1, 2, 3]).startswith("garbage:")
+
+
+def test_a_success_with_the_wrong_bytes_fails():
+    config, case = CONFIGS["i386"], CASES["offset-unit/pgoff=1"]
+    request = case.concrete_inputs(4096, 4096)
+    wanted = expect_call(config, 4096, "", case, "qemu-user", request)
+    answer = {"ret": 0x40000000, "flag": 0, "reads": [[0, MARKER_MAGIC, 0, 0]], "err_name": None}
+    _, problems = judge_call(config, 4096, case, request, answer, wanted)
+    assert problems == ["expected file block 1 at the mapping, read 0"]
+
+
+def test_an_error_must_use_the_abi_encoding():
+    config, case = CONFIGS["mips"], CASES["return-value/error-bad-fd"]
+    request = case.concrete_inputs(4096, 4096)
+    wanted = expect_call(config, 4096, "", case, "qemu-user", request)
+    good = {"ret": 9, "flag": 1, "err_name": "EBADF"}
+    assert judge_call(config, 4096, case, request, good, wanted)[1] == []
+    stub_disagrees = {"ret": 9, "flag": 1, "err_name": None}
+    assert "the stub decoded the error as None" in judge_call(config, 4096, case, request, stub_disagrees, wanted)[1][0]
+
+
+def test_traces_from_qemu_and_strace_parse():
+    qemu = "4242 openat(AT_FDCWD,\"x\",O_RDONLY) = 3\n4242 mmap2(NULL,8192,PROT_READ,MAP_PRIVATE,3,0x2) = 0x3fff0000\n"
+    strace = "[pid 77] mmap2(NULL, 4096, PROT_READ, MAP_PRIVATE, 3, 0x3000) = 0xf7f00000\n"
+    assert traced_maps(qemu) == [("mmap2", "0x2")]
+    assert traced_maps(strace) == [("mmap2", "0x3000")]
+    request = {"offset": 8192}
+    assert judge_trace(CONFIGS["sparc32plus"], 8192, request, qemu, "argument")[2] == []
+    _, _, problems = judge_trace(CONFIGS["x86_64"], 4096, request, strace, "bytes")
+    assert "libc called mmap2, expected mmap" in problems

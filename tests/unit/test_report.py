@@ -1,0 +1,49 @@
+"""The matrix and the JSON come from the records alone."""
+import json
+
+from mmap2conf.cases import load_clauses
+from mmap2conf.report import SCHEMA, cell_text, column_verdict, is_green, matrix_lines, write_json
+
+CLAUSES = load_clauses()
+
+
+def record(column, clause, outcome, known_issue=None):
+    return {"column": column, "clause": clause, "outcome": outcome, "known_issue": known_issue,
+            "nodeid": f"t[{column}/{clause}/{outcome}]"}
+
+
+def test_cells_show_the_worst_outcome():
+    assert cell_text([record("a", "c", "passed")] * 3) == "pass 3"
+    assert cell_text([record("a", "c", "passed"), record("a", "c", "failed")]) == "FAIL 1/2"
+    assert cell_text([record("a", "c", "passed"), record("a", "c", "xfailed", "KI-7")]) == "KI 7"
+    assert cell_text([record("a", "c", "n.a.")]) == "n.a."
+    assert cell_text([record("a", "c", "passed"), record("a", "c", "skipped")]) == "SKIP 1"
+
+
+def test_verdicts_never_call_a_skip_or_an_unexpected_pass_conformant():
+    assert column_verdict([record("a", "c", "passed")]).startswith("CONFORMANT")
+    assert column_verdict([record("a", "c", "skipped")]).startswith("INCOMPLETE")
+    assert column_verdict([record("a", "c", "xpassed")]).startswith("NOT CONFORMANT")
+    assert column_verdict([record("a", "c", "xfailed", "KI-1")]).startswith("conformant except known issues")
+    assert not is_green([record("a", "c", "skipped")])
+    assert is_green([record("a", "c", "n.a."), record("a", "c", "xfailed")])
+
+
+def test_the_matrix_groups_clauses_by_section():
+    records = [record("i386@qemu-user", "mmap2.DESCRIPTION.unit", "passed"),
+               record("or1k@qemu-user", "mmap2.VERSIONS.ia64-unit", "passed"),
+               record("x86_64@native", "mmap2.VERSIONS.no-x86-64", "passed"),
+               record("i386@qemu-user", "mmap2.ERRORS.EINVAL", "failed")]
+    text = "\n".join(matrix_lines(records, CLAUSES))
+    assert text.index("DESCRIPTION") < text.index("ERRORS") < text.index("VERSIONS")
+    assert "[1] i386@qemu-user: NOT CONFORMANT" in text
+    assert "[2] or1k@qemu-user: CONFORMANT" in text
+
+
+def test_json_has_a_schema_and_every_record(tmp_path):
+    path = tmp_path / "out" / "c.json"
+    write_json([record("a", "c", "passed"), record("b", "c", "failed")], path, {"host": "h"})
+    document = json.loads(path.read_text())
+    assert document["schema"] == SCHEMA
+    assert document["summary"] == {"passed": 1, "failed": 1}
+    assert len(document["records"]) == 2
