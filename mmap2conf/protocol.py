@@ -60,9 +60,10 @@ class HelperSession:
         self.stderr = tempfile.TemporaryFile()
 
     def _start(self) -> None:
+        # Unbuffered: a request is one write, and nothing is left to flush into a dead pipe.
         self.process = subprocess.Popen(self.command_for(self.workdir), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.stderr,
-                                        env=clean_environment())
+                                        env=clean_environment(), bufsize=0)
         os.set_blocking(self.process.stdout.fileno(), False)
         self._buffer = b""
         self.starts += 1
@@ -73,7 +74,6 @@ class HelperSession:
         line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
         try:
             self.process.stdin.write(line)
-            self.process.stdin.flush()
         except BrokenPipeError:
             raise ProtocolError(f"the helper exited before reading the request "
                                 f"(status {self.process.wait()}): {self.stderr_tail()}") from None
@@ -91,6 +91,8 @@ class HelperSession:
                 if not selector.select(remaining):
                     continue
                 chunk = self.process.stdout.read(65536)
+                if chunk is None:   # spurious wake-up of the non-blocking pipe
+                    continue
                 if not chunk:
                     status = self.process.wait()
                     raise ProtocolError(f"the helper exited (status {status}) mid-answer; "
