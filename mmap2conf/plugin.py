@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def pytest_generate_tests(metafunc):
     suite = metafunc.config.stash[SUITE]
     params = []
     for instance in suite.instances():
-        marks = [pytest.mark.clause(instance.case.clause), pytest.mark.xdist_group(instance.group)]
+        marks = [pytest.mark.clause(instance.case.clause)]
         if instance.not_applicable:
             marks.append(pytest.mark.skip(reason=instance.not_applicable))
         else:
@@ -167,6 +168,22 @@ def pytest_generate_tests(metafunc):
     if not params:
         raise pytest.UsageError("the selection runs no case")
     metafunc.parametrize("instance", params)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist, send all cases of one helper (configuration/flavour/runner) to
+    one worker, so each helper process starts once per run, not once per worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByHelper(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            prefix = "test_conformance.py::test_case["
+            if prefix not in nodeid:
+                return nodeid
+            return "/".join(nodeid.split(prefix, 1)[1].split("/", 3)[:3])
+
+    return ByHelper(config, log)
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -212,6 +229,7 @@ class Sessions:
                 return self.unavailable[key]
             self.helpers[instance.group] = (runner, helper)
             session = HelperSession(lambda workdir: runner.command(helper, workdir, trace))
+            session.label = key
             # Detect support by running it (e.g. IA32 emulation may be off): never assume it.
             try:
                 session.request({"op": "probe", "id": "startup"})
@@ -255,11 +273,14 @@ def run_instance(instance: Instance, sessions: Sessions, record: dict) -> None:
     record["request"] = request
     record["reproducer"] = sessions.reproducer(instance, request)
     mark = session.stderr_size()
+    started = time.perf_counter()
     try:
         answer = session.request(request)
     except ProtocolError as exc:
         pytest.fail(f"protocol: {exc}")
-    record["helper_process"] = f"{os.getpid()}:{instance.group}:{session.starts}"
+    record["exchange_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    # Which process answered: the benchmark counts distinct values to count process starts.
+    record["helper_process"] = f"{os.getpid()}:{session.label}:{session.starts}"
     if case.op == "probe":
         clause, expected, observed, sources, problems = oracle.judge_probe(config, page, case, answer)
     else:

@@ -1,0 +1,47 @@
+"""Docs: the README's configuration table is generated from arches/, so it cannot drift.
+
+    python3 -m mmap2conf.docs          # rewrite the table in README.md
+    python3 -m mmap2conf.docs --check  # exit 1 if README.md is stale (tests/unit/test_docs.py)
+"""
+from __future__ import annotations
+
+import sys
+
+from .model import REPO, load_all
+
+README = REPO / "README.md"
+BEGIN, END = "<!-- configurations:begin -->", "<!-- configurations:end -->"
+
+
+def configuration_table() -> str:
+    rows = ["| configuration | description | runners (page size) | mmap2 | offset unit | flavours | tags |",
+            "|---|---|---|---|---|---|---|"]
+    for config in load_all().values():
+        runners = ", ".join(f"{kind} ({spec.page_size.value})" for kind, spec in config.runners.items())
+        number = config.mmap2_nr.value if config.has_mmap2 else "none"
+        unit = config.offset_unit.value if config.has_mmap2 else "-"
+        rows.append(f"| `{config.name}` | {config.description} | {runners} | {number} | {unit} | "
+                    f"{', '.join(config.flavours)} | {', '.join(config.tags)} |")
+    return "\n".join(rows)
+
+
+def render(text: str) -> str:
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{configuration_table()}\n{END}{tail}"
+
+
+def main() -> int:
+    current = README.read_text()
+    wanted = render(current)
+    if "--check" in sys.argv:
+        if current != wanted:
+            print("README.md's configuration table is stale: run python3 -m mmap2conf.docs")
+            return 1
+        return 0
+    README.write_text(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
