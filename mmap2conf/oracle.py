@@ -88,6 +88,8 @@ def decode_marker(words: list[int]) -> int | str:
 
 def observe_call(config: Config, case: Case, answer: dict) -> dict:
     """Normalise a helper answer into what the report shows as observed."""
+    if answer.get("setup_error") is not None:
+        return {"setup_error": answer["setup_error"]}
     bits = config.word_bits
     observed = {"ret": f"{answer['ret']:#x}"}
     if case.call == "mmap2":
