@@ -27,6 +27,7 @@
 #include <asm/resource.h>
 #include <asm/signal.h>
 #include <linux/auxvec.h>
+#include <linux/capability.h>
 #include <linux/fcntl.h>
 #include <linux/mman.h>
 #include HELPER_ABI_H
@@ -327,15 +328,17 @@ static void protocol_error(const char *id, const char *msg, const char *arg)
 enum {
 	K_OP, K_ID, K_CALL, K_ADDR, K_ADDR_FROM, K_ADDR_DELTA, K_LEN, K_PROT,
 	K_PROT_RAW, K_FLAGS, K_FLAGS_RAW, K_OFFSET, K_FD, K_OPEN,
-	K_FILE_BLOCKS, K_MARKERS, K_PREMAP_LEN, K_PREMAP_ADDR, K_READS, NKEYS
+	K_FILE_BLOCKS, K_MARKERS, K_PREMAP_LEN, K_PREMAP_ADDR, K_READS,
+	K_RLIMIT_MEMLOCK, K_DROP_CAPS, NKEYS
 };
 static const char *const key_names[] = {
 	"op", "id", "call", "addr", "addr_from", "addr_delta", "len", "prot",
 	"prot_raw", "flags", "flags_raw", "offset", "fd", "open",
-	"file_blocks", "markers", "premap_len", "premap_addr", "reads", 0
+	"file_blocks", "markers", "premap_len", "premap_addr", "reads",
+	"rlimit_memlock", "drop_caps", 0
 };
 /* s: string, i: integer, a: integer array; one per key above. */
-static const char key_types[] = "sssisiisisiissiaiia";
+static const char key_types[] = "sssisiisisiissiaiiaii";
 
 static struct {
 	unsigned long seen;	/* bit per key */
@@ -600,8 +603,10 @@ static void do_probe(const char *id)
 
 static struct {
 	int call, fd_kind, addr_from_premap, nmarkers, nreads;
+	int set_memlock, drop_caps;
 	ulong prot, flags, open_flags;
 	u64 addr, delta, len, offset, blocks, premap_len, premap_addr;
+	u64 memlock[2];		/* struct rlimit64: soft, hard */
 	u64 *markers, *reads;
 	u64 seq;		/* case number, for a unique file name */
 } cs;
@@ -727,7 +732,12 @@ static int make_fd(void)
 static void run_case(void)
 {
 	static const u64 no_core[2] = { 0, 0 };
+	static struct __user_cap_header_struct cap_hdr = {
+		_LINUX_CAPABILITY_VERSION_3, 0
+	};
+	static const struct __user_cap_data_struct no_caps[2];
 	ulong ret, flag = 0, err, addr, premap = 0;
+	long r;
 	int fd, k;
 
 	/* A case that dies must not leave a core (qemu writes its own). */
@@ -741,6 +751,13 @@ static void run_case(void)
 		if ((err = ABI_ERRNO(premap, flag)))
 			setup_error("premap", -(long)err);
 	}
+	/* Without CAP_IPC_LOCK, root obeys RLIMIT_MEMLOCK; set it while we may. */
+	if (cs.set_memlock &&
+	    (r = sys(__NR_prlimit64, 0, RLIMIT_MEMLOCK, (ulong)cs.memlock, 0, 0)))
+		setup_error("prlimit64 RLIMIT_MEMLOCK", r);
+	if (cs.drop_caps &&
+	    (r = sys(__NR_capset, (ulong)&cap_hdr, (ulong)no_caps, 0, 0, 0)))
+		setup_error("capset", r);
 	addr = cs.addr_from_premap ? premap + cs.delta : cs.addr;
 
 #ifdef HELPER_GLIBC
@@ -931,6 +948,11 @@ static const char *prepare_call(const char **arg)
 	cs.blocks = HAS(K_FILE_BLOCKS) ? rq.num[K_FILE_BLOCKS] : 1;
 	cs.premap_len = HAS(K_PREMAP_LEN) ? rq.num[K_PREMAP_LEN] : 0;
 	cs.premap_addr = HAS(K_PREMAP_ADDR) ? rq.num[K_PREMAP_ADDR] : 0;
+	cs.set_memlock = HAS(K_RLIMIT_MEMLOCK);
+	cs.memlock[0] = cs.memlock[1] = rq.num[K_RLIMIT_MEMLOCK];
+	if (HAS(K_DROP_CAPS) && rq.num[K_DROP_CAPS] > 1)
+		return "bad drop_caps";
+	cs.drop_caps = HAS(K_DROP_CAPS) && rq.num[K_DROP_CAPS];
 
 	cs.prot = HAS(K_PROT_RAW) ? rq.num[K_PROT_RAW] : 0;
 	if (HAS(K_PROT)) {

@@ -14,21 +14,22 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model import REPO
+from .model import REPO, ROW_FACTS
 
 CASES_DIR = REPO / "tests" / "cases"
 CLAUSES_FILE = REPO / "tests" / "clauses.toml"
 
 CALLS = ("mmap2", "mmap", "mmap64")
 PROBE_CHECKS = ("mmap2-number", "page-size", "errno-numbers", "signal-numbers")
-CALL_EXPECTS = ("mapping",)
+CALL_EXPECTS = ("mapping", "high-mapping")
 # Inputs a row may give, with the type the helper protocol takes.
 INT_INPUTS = ("addr", "addr_delta", "len", "prot_raw", "flags_raw", "offset", "file_blocks",
-              "premap_len", "premap_addr")
+              "premap_len", "premap_addr", "rlimit_memlock", "drop_caps")
 STR_INPUTS = {"prot": None, "flags": None, "addr_from": ("premap",),
               "fd": ("none", "file", "closed", "bad", "devzero", "pipe", "dir"), "open": None}
 LIST_INPUTS = ("markers", "reads")
-META = ("id", "clause", "call", "op", "check", "expect", "source", "trace")
+META = ("id", "clause", "call", "op", "check", "expect", "source", "trace", "requires", "scratch")
+SCRATCH = ("noexec",)
 PROT_TOKENS = {"NONE", "READ", "WRITE", "EXEC", "SEM"}
 FLAG_TOKENS = {"SHARED", "PRIVATE", "SHARED_VALIDATE", "FIXED", "FIXED_NOREPLACE", "ANONYMOUS",
                "NORESERVE", "POPULATE", "LOCKED"}
@@ -65,6 +66,8 @@ class Case:
     source: str
     inputs: dict
     trace: bool = False      # also check which system call libc made, from a syscall tracer
+    requires: str | None = None  # "fact=value": the row applies only where arches/ says so
+    scratch: str | None = None   # a special scratch directory the helper's files need
 
     @property
     def key(self) -> str:
@@ -166,11 +169,20 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
             raise CaseError(f"{where}: missing 'len'")
         expects = row["expect"].values() if isinstance(row["expect"], dict) else [row["expect"]]
         for expect in expects:
+            if expect.startswith("fact:") and expect[5:] in ROW_FACTS:
+                continue
             if expect not in CALL_EXPECTS and expect not in ERRNO_NAMES:
-                raise CaseError(f"{where}: unknown expectation {expect!r} "
-                                f"(an errno name such as EINVAL, or one of {', '.join(CALL_EXPECTS)})")
+                raise CaseError(f"{where}: unknown expectation {expect!r} (an errno name such as EINVAL, "
+                                f"fact:NAME with NAME in {', '.join(ROW_FACTS)}, or one of {', '.join(CALL_EXPECTS)})")
     else:
         raise CaseError(f"{where}: op must be 'call' or 'probe'")
+    if "requires" in row:
+        name, _, value = str(row["requires"]).partition("=")
+        if name not in ROW_FACTS or str(value).lower() not in [str(v).lower() for v in ROW_FACTS[name][1]]:
+            raise CaseError(f"{where}: requires must be NAME=VALUE with a fact of arches/ "
+                            f"({', '.join(f'{n}={v}' for n, (_, vs) in ROW_FACTS.items() for v in vs)})")
+    if row.get("scratch", SCRATCH[0]) not in SCRATCH:
+        raise CaseError(f"{where}: scratch must be one of {', '.join(SCRATCH)}")
     if not isinstance(row.get("trace", False), bool) or (row.get("trace") and row.get("call") == "mmap2"):
         raise CaseError(f"{where}: trace must be true or false, and only for libc calls")
     for key, choices in STR_INPUTS.items():
@@ -181,7 +193,7 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
             raise CaseError(f"{where}: {key} must be a string")
         if choices and value not in choices:
             raise CaseError(f"{where}: {key} {value!r} is not one of {', '.join(choices)}")
-        unknown = [t for t in value.split("|") if key in TOKEN_SETS and t not in TOKEN_SETS[key]]
+        unknown = [t for t in value.split("|") if t and key in TOKEN_SETS and t not in TOKEN_SETS[key]]
         if unknown:
             raise CaseError(f"{where}: {key} token {unknown[0]!r} is not one of "
                             f"{', '.join(sorted(TOKEN_SETS[key]))}")
@@ -217,7 +229,8 @@ def load_table(path: Path, clauses: dict) -> list[Case]:
         cases.append(Case(table=path.stem, id=row["id"], path=path, line=line, clause=row["clause"],
                           op=row.get("op", "call"), call=row.get("call"), check=row.get("check"),
                           expect=row["expect"], source=row["source"], inputs=inputs,
-                          trace=row.get("trace", False)))
+                          trace=row.get("trace", False), requires=row.get("requires"),
+                          scratch=row.get("scratch")))
     if not cases:
         raise CaseError(f"{path}: no [[case]] rows")
     return cases

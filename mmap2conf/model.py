@@ -20,6 +20,14 @@ OFFSET_UNITS = ("4096", "page")
 MISALIGNED = ("EINVAL", "unreachable")
 RUNNER_KINDS = ("qemu-user", "native")
 FLAVOURS = ("raw", "glibc")
+# Per-ABI answers that case rows refer to ("fact:NAME" expectations, "NAME=VALUE"
+# requirements), with the values each may take; required wherever mmap2 exists.
+ROW_FACTS = {
+    "unknown_prot": (str, ("mapping", "EINVAL")),
+    "oversized_len": (str, ("ENOMEM", "EINVAL")),
+    "argument_passing": (str, ("registers", "stack-5-6", "block")),
+    "high_addresses": (bool, (True, False)),
+}
 ELF_MACHINES = ("EM_386", "EM_X86_64", "EM_ARM", "EM_MIPS", "EM_PPC", "EM_OPENRISC", "EM_SPARC32PLUS")
 
 
@@ -82,6 +90,7 @@ class Config:
     misaligned_pgoff: Fact | None
     runners: dict[str, RunnerSpec]
     flavours: dict[str, Flavour]
+    row_facts: dict[str, Fact]
     errno: ErrnoTable = field(repr=False)
 
     @property
@@ -194,8 +203,11 @@ def load_config(path: Path) -> Config:
     has_mmap2 = mmap2_nr.value is not False
     offset_unit = abi.fact("offset_unit", str, OFFSET_UNITS, required=has_mmap2)
     misaligned = abi.fact("misaligned_pgoff", str, MISALIGNED, required=has_mmap2)
-    if not has_mmap2 and (offset_unit or misaligned):
-        raise abi.error("offset_unit", "given for an ABI without mmap2")
+    row_facts = {name: abi.fact(name, kind, choices, required=has_mmap2)
+                 for name, (kind, choices) in ROW_FACTS.items()}
+    row_facts = {name: fact for name, fact in row_facts.items() if fact is not None}
+    if not has_mmap2 and (offset_unit or misaligned or row_facts):
+        raise abi.error("offset_unit", "mmap2 facts given for an ABI without mmap2")
     abi.done()
 
     runners_table = top.sub("runners")
@@ -229,7 +241,7 @@ def load_config(path: Path) -> Config:
                   elf_machine=elf_machine, elf_class=elf_class, endianness=endianness,
                   stub=stub, mmap2_nr=mmap2_nr, error_convention=error_convention,
                   errno_family=errno_family, offset_unit=offset_unit,
-                  misaligned_pgoff=misaligned, runners=runners, flavours=flavours,
+                  misaligned_pgoff=misaligned, runners=runners, flavours=flavours, row_facts=row_facts,
                   errno=load_errno_table(errno_family.value, path.parent))
 
 

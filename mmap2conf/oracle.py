@@ -32,6 +32,7 @@ class Expectation:
     errno: str | None = None
     block: int | None = None      # 4096-byte file block expected at the start of the mapping
     zero: bool = False            # anonymous: the mapping reads as zeros
+    high: bool = False            # the address must have its top bit set (above 2 GiB)
     clause: str = ""
     sources: list[str] = field(default_factory=list)
 
@@ -44,16 +45,20 @@ class Expectation:
 
 def expect_call(config: Config, page_size: int, page_source: str, case: Case, runner_kind: str,
                 request: dict) -> Expectation:
-    wanted = case.expectation_for(runner_kind)
-    if wanted != "mapping":
-        return Expectation(False, errno=wanted, clause=case.clause, sources=[case.source])
+    wanted, sources = case.expectation_for(runner_kind), [case.source]
+    if wanted.startswith("fact:"):
+        fact = config.row_facts[wanted.removeprefix("fact:")]
+        wanted = fact.value
+        sources.append(fact.source)
     if case.call == "mmap2":
-        unit = config.unit_bytes(page_size)
-        byte_offset = request.get("offset", 0) * unit
-        sources = [config.offset_unit.source, page_source]
+        byte_offset = request.get("offset", 0) * config.unit_bytes(page_size)
+        unit_sources = [config.offset_unit.source, page_source]
     else:
         byte_offset = request.get("offset", 0)
-        sources = [page_source]
+        unit_sources = [page_source]
+    # The offset's alignment is checked first: by libc before any system call, and by
+    # the kernels whose unit is 4096 in their mmap2 wrapper, before the descriptor is
+    # even looked up (semantics.md section 2). So it wins over the row's own error.
     if byte_offset % page_size:
         if case.call != "mmap2":
             return Expectation(False, errno="EINVAL", clause="mmap.ERRORS.EINVAL", sources=[MAN_EINVAL_MMAP])
@@ -62,12 +67,14 @@ def expect_call(config: Config, page_size: int, page_source: str, case: Case, ru
                               f"({config.misaligned_pgoff.source}) but the page is {page_size} bytes")
         return Expectation(False, errno="EINVAL", clause="mmap2.ERRORS.EINVAL",
                            sources=[MAN_EINVAL_UNIT, config.misaligned_pgoff.source])
+    if wanted not in ("mapping", "high-mapping"):
+        return Expectation(False, errno=wanted, clause=case.clause, sources=sources)
     # mmap2(2) VERSIONS says the unit is the page on ia64; such rows check that sentence.
     clause = ("mmap2.VERSIONS.ia64-unit" if case.call == "mmap2" and case.clause == "mmap2.DESCRIPTION.unit"
               and config.offset_unit.value == "page" else case.clause)
     return Expectation(True, block=byte_offset // 4096 if request.get("fd") == "file" else None,
-                       zero=request.get("fd", "none") == "none", clause=clause,
-                       sources=[case.source, *sources])
+                       zero=request.get("fd", "none") == "none", high=wanted == "high-mapping",
+                       clause=clause, sources=sources + unit_sources)
 
 
 def decode_raw(config: Config, ret: int, flag: int) -> int | None:
@@ -137,6 +144,8 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
         problems.append(f"MAP_FIXED asked for {answer.get('addr_arg', 0):#x}, got {address:#x}")
     if expectation.block is not None and observed.get("block") != expectation.block:
         problems.append(f"expected file block {expectation.block} at the mapping, read {observed.get('block')}")
+    if expectation.high and address < 1 << 31:
+        problems.append(f"address {address:#x} is not above 2 GiB as the case arranged")
     if expectation.zero and observed.get("block") != "zero":
         problems.append(f"an anonymous mapping must read as zeros, read {observed.get('block')}")
     return observed, problems

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from . import build, cases, knownissues, model, oracle, report
+from . import build, cases, knownissues, model, oracle, report, scratch
 from .protocol import HelperSession, ProtocolError
 from .runners import RunnerUnavailable, make_runner
 
@@ -135,6 +135,11 @@ def _instances_for(config, flavour, kind, case):
     reason = None
     if wants_raw and not config.has_mmap2:
         reason = f"n.a.: {config.name} has no mmap2 ({config.mmap2_nr.source})"
+    elif case.requires and config.has_mmap2:
+        name, _, value = case.requires.partition("=")
+        fact = config.row_facts[name]
+        if str(fact.value).lower() != value.lower():
+            reason = f"n.a.: {config.name} has {name} = {fact.value} ({fact.source}); the case needs {value}"
     yield Instance(config, flavour, kind, case, reason)
 
 
@@ -215,8 +220,8 @@ class Sessions:
 
     def get(self, instance: Instance):
         """The helper session for this instance, or a string saying why there is none."""
-        trace = instance.case.trace
-        key = instance.group + ("/trace" if trace else "")
+        trace, scratch_kind = instance.case.trace, instance.case.scratch
+        key = instance.group + ("/trace" if trace else "") + (f"/{scratch_kind}" if scratch_kind else "")
         if key in self.unavailable:
             return self.unavailable[key]
         if key not in self.open:
@@ -228,7 +233,12 @@ class Sessions:
                 self.unavailable[key] = f"unavailable: {exc}"
                 return self.unavailable[key]
             self.helpers[instance.group] = (runner, helper)
-            session = HelperSession(lambda workdir: runner.command(helper, workdir, trace))
+            try:
+                session = HelperSession(lambda workdir: runner.command(helper, workdir, trace),
+                                        scratch_kind=scratch_kind)
+            except scratch.ScratchUnavailable as exc:
+                self.unavailable[key] = f"unavailable: {exc}"
+                return self.unavailable[key]
             session.label = key
             # Detect support by running it (e.g. IA32 emulation may be off): never assume it.
             try:
@@ -379,6 +389,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     writer.write_sep("=", "mmap2 conformance matrix")
     for line in report.matrix_lines(_collected, suite.clauses, markup):
         writer.write_line(line)
+    issues = report.known_issue_lines(_collected, {i.id: i for i in suite.known_issues})
+    if issues:
+        writer.write_sep("-", "known issues (known-issues.toml)")
+        for line in issues:
+            writer.write_line(line)
     problems = report.problems_lines(_collected)
     if problems:
         writer.write_sep("-", "unexpected results")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from . import scratch
 from .runners import clean_environment
 
 EXCHANGE_TIMEOUT = 10.0
@@ -24,14 +24,6 @@ MAX_LINE = 1 << 20
 
 class ProtocolError(Exception):
     pass
-
-
-def scratch_root() -> str | None:
-    """Prefer tmpfs: no 16 TiB file cap and sparse files cost no disk (semantics.md section 9)."""
-    override = os.environ.get("MMAP2CONF_SCRATCH")
-    if override:
-        return override
-    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 
 def parse_answer(line: bytes, request_id: str | None) -> dict:
@@ -52,9 +44,9 @@ def parse_answer(line: bytes, request_id: str | None) -> dict:
 class HelperSession:
     """One helper process started by ``command_for(workdir)``; restarted if it dies."""
 
-    def __init__(self, command_for, timeout: float = EXCHANGE_TIMEOUT):
-        self.command_for, self.timeout = command_for, timeout
-        self.workdir = Path(tempfile.mkdtemp(prefix="mmap2conf-", dir=scratch_root()))
+    def __init__(self, command_for, timeout: float = EXCHANGE_TIMEOUT, scratch_kind: str | None = None):
+        self.command_for, self.timeout, self.scratch_kind = command_for, timeout, scratch_kind
+        self.workdir = scratch.make(scratch_kind)
         self.process = None
         self.starts = 0
         self.stderr = tempfile.TemporaryFile()
@@ -147,4 +139,4 @@ class HelperSession:
                 pass
         self.close_process()
         self.stderr.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        scratch.remove(self.scratch_kind, self.workdir)

@@ -86,6 +86,15 @@ def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome
     return lines
 
 
+def known_issue_lines(records: list[dict], issues: dict) -> list[str]:
+    """The known issues the matrix cites, with the columns they affect."""
+    lines = []
+    for issue_id in sorted({r["known_issue"] for r in records if r["known_issue"]}, key=lambda i: int(i.split("-")[1])):
+        columns = sorted({r["column"] for r in records if r["known_issue"] == issue_id})
+        lines.append(f"{issue_id}: {issues[issue_id].title} [{', '.join(columns)}]")
+    return lines
+
+
 def problems_lines(records: list[dict]) -> list[str]:
     """Each unexpected result with the way to reproduce it by hand."""
     lines = []

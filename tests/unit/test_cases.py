@@ -66,3 +66,22 @@ def test_file_size_covers_the_mapping_in_the_unit_of_the_call():
     assert request["offset"] == 6 and request["len"] == 16384
     assert request["file_blocks"] == (6 * 8192 + 16384) // 4096
     assert request["id"] == "offset-unit/pgoff=3-pages-len-2-pages"
+
+
+@pytest.mark.parametrize("line, new, message", [
+    (None, 'requires = "high_addresses=maybe"', "requires must be NAME=VALUE"),
+    (None, 'requires = "colour=blue"', "requires must be NAME=VALUE"),
+    (5, 'expect = "fact:favourite_errno"', "unknown expectation 'fact:favourite_errno'"),
+    (None, 'scratch = "nfs"', "scratch must be one of"),
+    (None, "trace = true", "only for libc calls"),
+])
+def test_rows_may_only_refer_to_facts_that_exist(tmp_path, line, new, message):
+    second = list(SECOND_ROW)
+    if line is None:
+        second.append(new)
+    else:
+        second[line] = new
+    path = tmp_path / "table.toml"
+    path.write_text(FIRST_ROW + "\n" + "\n".join(second) + "\n")
+    with pytest.raises(CaseError, match=message):
+        load_table(path, CLAUSES)

@@ -103,3 +103,23 @@ def test_traces_from_qemu_and_strace_parse():
     assert judge_trace(CONFIGS["sparc32plus"], 8192, request, qemu, "argument")[2] == []
     _, _, problems = judge_trace(CONFIGS["x86_64"], 4096, request, strace, "bytes")
     assert "libc called mmap2, expected mmap" in problems
+
+
+def test_fact_expectations_come_from_the_abi_with_its_source():
+    ppc = expectation("ppc", "errors/unknown-prot-bit", 4096)
+    assert not ppc.success and ppc.errno == "EINVAL"
+    assert any("arch_validate_prot" in s for s in ppc.sources)
+    assert expectation("i386", "errors/unknown-prot-bit", 4096).success
+
+
+def test_alignment_wins_over_the_rows_own_error():
+    assert expectation("sparc32plus", "precedence/bad-fd-and-pgoff-1", 8192).errno == "EINVAL"
+    assert expectation("i386", "precedence/bad-fd-and-pgoff-1", 4096).errno == "EBADF"
+    assert expectation("or1k", "precedence/bad-fd-and-pgoff-1", 8192).errno == "EBADF"
+
+
+def test_expectations_keyed_by_runner_kind():
+    case = CASES["errors/eoverflow-anonymous-pgoff-0xffffffff"]
+    assert case.expectation_for("qemu-user") == "mapping"
+    with pytest.raises(Exception, match="states no expectation for runner 'linux-32'"):
+        case.expectation_for("linux-32")

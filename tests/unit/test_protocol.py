@@ -89,3 +89,17 @@ def test_a_signal_in_one_case_loses_nothing_else(native_session):
                               "flags": "PRIVATE", "fd": "file", "file_blocks": 1, "reads": [0, 4096]})
     assert answer["signal"] == "SIGBUS" and answer["signal_at"] == 4096
     assert session.request({"op": "probe", "id": "next"})["id"] == "next"
+
+
+def test_a_noexec_scratch_directory_is_mounted_and_removed():
+    from mmap2conf import scratch
+    try:
+        path = scratch.make("noexec")
+    except scratch.ScratchUnavailable as exc:
+        pytest.skip(f"not root here: {exc}")
+    try:
+        assert "noexec" in next(line for line in open("/proc/mounts") if f" {path} " in line)
+    finally:
+        scratch.remove("noexec", path)
+    assert not path.exists()
+    assert not any(f" {path} " in line for line in open("/proc/mounts"))
