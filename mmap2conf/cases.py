@@ -28,8 +28,9 @@ INT_INPUTS = ("addr", "addr_delta", "len", "prot_raw", "flags_raw", "offset", "f
 STR_INPUTS = {"prot": None, "flags": None, "addr_from": ("premap",),
               "fd": ("none", "file", "closed", "bad", "devzero", "pipe", "dir"), "open": None}
 LIST_INPUTS = ("markers", "reads")
+MAX_READS = 16
 META = ("id", "clause", "call", "op", "check", "expect", "source", "trace", "requires", "scratch")
-SCRATCH = ("noexec",)
+SCRATCH = ("noexec", "large")
 PROT_TOKENS = {"NONE", "READ", "WRITE", "EXEC", "SEM"}
 FLAG_TOKENS = {"SHARED", "PRIVATE", "SHARED_VALIDATE", "FIXED", "FIXED_NOREPLACE", "ANONYMOUS",
                "NORESERVE", "POPULATE", "LOCKED"}
@@ -65,7 +66,7 @@ class Case:
     expect: object           # str, or a table keyed by runner kind
     source: str
     inputs: dict
-    trace: bool = False      # also check which system call libc made, from a syscall tracer
+    trace: bool | str = False  # check libc's system call from a tracer; "no-syscall": it made none
     requires: str | None = None  # "fact=value": the row applies only where arches/ says so
     scratch: str | None = None   # a special scratch directory the helper's files need
 
@@ -89,14 +90,31 @@ class Case:
     def concrete_inputs(self, page: int, unit: int) -> dict:
         """The protocol request for a system with this page size and mmap2 unit."""
         names = {"page": page, "unit": unit}
-        request = {key: evaluate(value, names, self.where) if key in INT_INPUTS else value
-                   for key, value in self.inputs.items()}
+        request = {}
+        for key, value in self.inputs.items():
+            if key in INT_INPUTS:
+                value = evaluate(value, names, self.where)
+            elif key in LIST_INPUTS:
+                value = [evaluate(item, names, self.where) for item in value]
+            request[key] = value
         if self.op == "call":
             request["call"] = self.call
-            if request.get("fd") in ("file", "closed") and "file_blocks" not in request:
-                byte_offset = request.get("offset", 0) * (unit if self.call == "mmap2" else 1)
-                request["file_blocks"] = -(-(byte_offset + request["len"]) // 4096)
+            if request.get("fd") in ("file", "closed"):
+                self._file_defaults(request, unit)
         return {"op": self.op, "id": self.key, **request}
+
+    def _file_defaults(self, request: dict, unit: int) -> None:
+        """Size the file to cover the mapping, mark every 4096-byte block the mapping
+        covers, and read each of them back, unless the row says otherwise."""
+        byte_offset = request.get("offset", 0) * (unit if self.call == "mmap2" else 1)
+        first, count = byte_offset // 4096, -(-request["len"] // 4096)
+        # Past 4 GiB, also mark where a 32-bit truncation of the offset would land, so
+        # that a wrong mapping can be reported with the offset it really mapped.
+        truncated = (byte_offset % (1 << 32)) // 4096 if byte_offset >= 1 << 32 else None
+        request.setdefault("file_blocks", first + count)
+        request.setdefault("markers", sorted({b for start in (first, truncated) if start is not None
+                                              for b in range(start, start + count) if b < request["file_blocks"]}))
+        request.setdefault("reads", [i * 4096 for i in range(min(count, MAX_READS))])
 
 
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -178,13 +196,14 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
         raise CaseError(f"{where}: op must be 'call' or 'probe'")
     if "requires" in row:
         name, _, value = str(row["requires"]).partition("=")
-        if name not in ROW_FACTS or str(value).lower() not in [str(v).lower() for v in ROW_FACTS[name][1]]:
+        choices = {**ROW_FACTS, "mmap2": (bool, (True, False))}
+        if name not in choices or str(value).lower() not in [str(v).lower() for v in choices[name][1]]:
             raise CaseError(f"{where}: requires must be NAME=VALUE with a fact of arches/ "
                             f"({', '.join(f'{n}={v}' for n, (_, vs) in ROW_FACTS.items() for v in vs)})")
     if row.get("scratch", SCRATCH[0]) not in SCRATCH:
         raise CaseError(f"{where}: scratch must be one of {', '.join(SCRATCH)}")
-    if not isinstance(row.get("trace", False), bool) or (row.get("trace") and row.get("call") == "mmap2"):
-        raise CaseError(f"{where}: trace must be true or false, and only for libc calls")
+    if row.get("trace", False) not in (True, False, "no-syscall") or (row.get("trace") and row.get("call") == "mmap2"):
+        raise CaseError(f"{where}: trace must be true, false or \"no-syscall\", and only for libc calls")
     for key, choices in STR_INPUTS.items():
         if key not in row:
             continue
@@ -203,8 +222,12 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
             raise CaseError(f"{where}: {key} must be an integer or an expression")
         evaluate(value, {"page": 4096, "unit": 4096}, where)
     for key in LIST_INPUTS:
-        if key in row and not (isinstance(row[key], list) and all(isinstance(v, int) for v in row[key])):
-            raise CaseError(f"{where}: {key} must be a list of integers")
+        if key not in row:
+            continue
+        if not isinstance(row[key], list) or any(isinstance(v, bool) or not isinstance(v, (int, str)) for v in row[key]):
+            raise CaseError(f"{where}: {key} must be a list of integers or expressions")
+        for item in row[key]:
+            evaluate(item, {"page": 4096, "unit": 4096}, where)
 
 
 def load_table(path: Path, clauses: dict) -> list[Case]:

@@ -101,6 +101,12 @@ class Config:
     def word_bits(self) -> int:
         return self.elf_class
 
+    def requirement(self, name: str) -> Fact | None:
+        """The fact a case row's ``requires = "name=value"`` refers to, if this ABI states it."""
+        if name == "mmap2":
+            return Fact(self.has_mmap2, self.mmap2_nr.source)
+        return self.row_facts.get(name)
+
     def unit_bytes(self, page_size: int) -> int:
         """Bytes per mmap2 pgoff step on a system whose page is ``page_size``."""
         return 4096 if self.offset_unit.value == "4096" else page_size

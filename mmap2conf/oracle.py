@@ -112,6 +112,7 @@ def observe_call(config: Config, case: Case, answer: dict) -> dict:
         observed["result"] = "mapped"
         if answer.get("reads"):
             observed["block"] = decode_marker(answer["reads"][0][1:])
+            observed["blocks_read"] = [decode_marker(read[1:]) for read in answer["reads"]]
     for key in ("signal", "signal_at", "setup_error", "err_name"):
         if answer.get(key) is not None:
             observed[key] = answer[key]
@@ -142,8 +143,15 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
         problems.append(f"address {address:#x} is not aligned to the {page_size}-byte page")
     if "FIXED" in request.get("flags", "").split("|") and address != answer.get("addr_arg"):
         problems.append(f"MAP_FIXED asked for {answer.get('addr_arg', 0):#x}, got {address:#x}")
-    if expectation.block is not None and observed.get("block") != expectation.block:
-        problems.append(f"expected file block {expectation.block} at the mapping, read {observed.get('block')}")
+    if expectation.block is not None:
+        for offset, *words in answer.get("reads", []):
+            wanted, got = expectation.block + offset // 4096, decode_marker(words)
+            if got != wanted:
+                mapped = (f"; the mapping holds file offset {(got - offset // 4096) * 4096:#x}"
+                          if isinstance(got, int) else "")
+                problems.append(f"expected file block {wanted:#x} at mapping offset {offset:#x}, "
+                                f"read {got if isinstance(got, str) else hex(got)}{mapped}")
+                break
     if expectation.high and address < 1 << 31:
         problems.append(f"address {address:#x} is not above 2 GiB as the case arranged")
     if expectation.zero and observed.get("block") != "zero":
@@ -211,16 +219,22 @@ def traced_maps(trace: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2).rsplit(",", 1)[-1].strip()) for m in map(_TRACED.search, trace.splitlines()) if m]
 
 
-def judge_trace(config: Config, page_size: int, request: dict, trace: str, shows: str):
+def judge_trace(config: Config, page_size: int, request: dict, trace: str, shows: str,
+                wanted: bool | str = True):
     """Which system call libc made for the request, and with what offset argument.
 
     ``shows`` says how the tracer prints the last argument: "argument" (qemu -strace
-    prints it raw) or "bytes" (strace scales mmap2's argument to a byte offset)."""
+    prints it raw) or "bytes" (strace scales mmap2's argument to a byte offset).
+    ``wanted`` "no-syscall": libc must fail before making any mmap system call."""
+    calls = traced_maps(trace)
+    if wanted == "no-syscall":
+        observed = {"syscalls": [f"{n}(...,{a})" for n, a in calls]}
+        problems = [f"libc made {len(calls)} mmap system call(s); it must reject the offset itself"] if calls else []
+        return {"syscalls": []}, observed, problems
     name = "mmap2" if config.has_mmap2 else "mmap"
     offset = request.get("offset", 0)
     argument = offset // config.unit_bytes(page_size) if config.has_mmap2 and shows == "argument" else offset
     expected = {"syscall": name, "offset_argument": argument}
-    calls = traced_maps(trace)
     observed = {"syscalls": [f"{n}(...,{a})" for n, a in calls]}
     if len(calls) != 1:
         return expected, observed, [f"expected one mmap system call in the trace, found {len(calls)}: "

@@ -5,30 +5,61 @@ removed (and unmounted, for a mount the suite made) when the session closes.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-KINDS = (None, "noexec")
+KINDS = (None, "noexec", "large")
 MOUNT_TIMEOUT = 30
+# The largest file a case makes: pgoff 0xFFFFFFFE in 8 KiB units, plus a page.
+LARGEST_FILE = (0xFFFFFFFF << 13) + 8192
 
 
 class ScratchUnavailable(Exception):
     pass
 
 
-def scratch_root() -> str | None:
-    """Prefer tmpfs: no 16 TiB file cap and sparse files cost no disk (semantics.md section 9)."""
-    override = os.environ.get("MMAP2CONF_SCRATCH")
-    if override:
-        return override
-    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+@functools.lru_cache(maxsize=None)
+def scratch_root() -> tuple[str, str, str | None]:
+    """(directory, filesystem type, why large sparse files cannot be made there or None).
+
+    Candidates in order: $MMAP2CONF_SCRATCH, /dev/shm, the system temporary directory.
+    The first that holds a sparse file of LARGEST_FILE bytes wins (tmpfs does; ext4 with
+    4 KiB blocks stops at 16 TiB, semantics.md section 9); else the first writable one."""
+    candidates = [c for c in (os.environ.get("MMAP2CONF_SCRATCH"), "/dev/shm", tempfile.gettempdir())
+                  if c and os.access(c, os.W_OK)]
+    if not candidates:
+        raise ScratchUnavailable("no writable scratch directory")
+    reasons = []
+    for candidate in candidates:
+        try:
+            with tempfile.NamedTemporaryFile(dir=candidate, prefix="mmap2conf-probe-") as probe:
+                os.truncate(probe.name, LARGEST_FILE)
+            return candidate, _fs_type(candidate), None
+        except OSError as exc:
+            reasons.append(f"{candidate} ({_fs_type(candidate)}): {exc.strerror}")
+    return candidates[0], _fs_type(candidates[0]), "no directory holds a sparse file of 2^45 bytes: " + "; ".join(reasons)
+
+
+def _fs_type(path: str) -> str:
+    """The type of the filesystem mounted at the longest /proc/mounts prefix of path."""
+    best, kind = "", "unknown"
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            _, mount_point, fs, *_ = line.split()
+            if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) > len(best):
+                best, kind = mount_point, fs
+    return kind
 
 
 def make(kind: str | None) -> Path:
-    path = Path(tempfile.mkdtemp(prefix="mmap2conf-", dir=scratch_root()))
+    root, _, large_files_unavailable = scratch_root()
+    if kind == "large" and large_files_unavailable:
+        raise ScratchUnavailable(large_files_unavailable)
+    path = Path(tempfile.mkdtemp(prefix="mmap2conf-", dir=root))
     if kind == "noexec":
         # A small tmpfs of our own: PROT_EXEC on its files must fail with EPERM (mmap(2) ERRORS).
         result = subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec,nosuid,nodev,size=16m",

@@ -81,7 +81,8 @@ def test_a_success_with_the_wrong_bytes_fails():
     wanted = expect_call(config, 4096, "", case, "qemu-user", request)
     answer = {"ret": 0x40000000, "flag": 0, "reads": [[0, MARKER_MAGIC, 0, 0]], "err_name": None}
     _, problems = judge_call(config, 4096, case, request, answer, wanted)
-    assert problems == ["expected file block 1 at the mapping, read 0"]
+    assert problems == ["expected file block 0x1 at mapping offset 0x0, read 0x0; "
+                        "the mapping holds file offset 0x0"]
 
 
 def test_an_error_must_use_the_abi_encoding():

@@ -103,3 +103,10 @@ def test_a_noexec_scratch_directory_is_mounted_and_removed():
         scratch.remove("noexec", path)
     assert not path.exists()
     assert not any(f" {path} " in line for line in open("/proc/mounts"))
+
+
+def test_the_scratch_root_holds_sparse_files_of_2_pow_45_bytes():
+    from mmap2conf import scratch
+    root, fs, why_not = scratch.scratch_root()
+    assert why_not is None, why_not
+    assert fs != "unknown" and root
