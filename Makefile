@@ -7,22 +7,22 @@ PY := $(VENV)/bin/python
 # pytest-xdist workers; at the current size a serial run is as fast (see bench/).
 JOBS ?= 0
 REPORTS := reports
-CONFORMANCE := $(PY) -m pytest tests/test_conformance.py -p no:cacheprovider -n $(JOBS)
 
 .PHONY: bootstrap conformance check unit bench clean
 
 bootstrap:
 	$(PYTHON) -m mmap2conf.bootstrap
 
-# Every configuration; the matrix ends the output, the records go to reports/.
+# Every configuration; the matrix ends the output; reports/ gets the JSON records,
+# JUnit XML, the HTML report and its screenshot.
 conformance: bootstrap
-	$(CONFORMANCE) $(ARGS) --conformance-json $(REPORTS)/conformance.json --junitxml $(REPORTS)/conformance.xml
+	$(VENV)/bin/mmap2-conformance run --jobs $(JOBS) --reports $(REPORTS) -- $(ARGS)
 
 # The harness's own tests first, then the full conformance run in strict mode:
 # a configuration that cannot run here is a failure, not a skip.
 check: bootstrap
 	$(PY) -m pytest tests/unit -p no:cacheprovider -q
-	$(CONFORMANCE) -q --require-all --conformance-json $(REPORTS)/check.json --junitxml $(REPORTS)/check.xml
+	$(VENV)/bin/mmap2-conformance run --require-all --jobs $(JOBS) --reports $(REPORTS)/check -- -q
 
 unit: bootstrap
 	$(PY) -m pytest tests/unit -p no:cacheprovider -q

@@ -20,8 +20,10 @@ from .runners import Native, QemuUser
 
 VENV = REPO / ".venv"
 REQUIREMENTS = REPO / "requirements.txt"
+PYPROJECT = REPO / "pyproject.toml"
 RUNNER_PACKAGES = {"qemu-user": QemuUser.apt, "native": Native.apt}
-BASE_PACKAGES = ("python3-venv", "make")
+# chromium: the HTML report's screenshot and its browser test (chromium-driver).
+BASE_PACKAGES = ("python3-venv", "make", "chromium", "chromium-driver")
 
 
 def apt_packages() -> list[str]:
@@ -63,14 +65,16 @@ def install_apt() -> None:
 
 def install_venv() -> None:
     stamp = VENV / ".requirements.sha256"
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + PYPROJECT.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         print("bootstrap: .venv up to date")
         return
     if not (VENV / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "install", "-q",
-                    "--disable-pip-version-check", "-r", str(REQUIREMENTS)], check=True)
+    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-r", str(REQUIREMENTS)], check=True)
+    # The package itself, editable, for the mmap2-conformance command in .venv/bin.
+    subprocess.run([*pip, "--no-deps", "-e", str(REPO)], check=True)
     stamp.write_text(digest)
 
 
