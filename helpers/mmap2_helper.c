@@ -30,6 +30,8 @@
 #include <linux/capability.h>
 #include <linux/fcntl.h>
 #include <linux/mman.h>
+#include <linux/mount.h>		/* init mode: MS_ flags */
+#include <linux/reboot.h>	/* init mode: power off */
 #include HELPER_ABI_H
 
 typedef unsigned long ulong;
@@ -1018,6 +1020,46 @@ static void handle_line(char *line)
 		do_call(id);
 }
 
+/* ---- init mode: the whole user space of a guest kernel ---- */
+
+#define INIT_READY "mmap2_helper: init mode, ready"
+
+/* Run as pid 1 without DIR, the helper is /init of an initramfs (PROTOCOL.md,
+ * init mode). The kernel opened /dev/console as descriptors 0-2; the scratch
+ * directory is a tmpfs of its own on /tmp, mounted noexec when the kernel
+ * command line says MMAP2_SCRATCH=noexec (the kernel hands such words to init
+ * in its environment). At EOF the machine is powered off. */
+static void power_off(void)
+{
+	sys(__NR_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
+	    LINUX_REBOOT_CMD_POWER_OFF, 0, 0);
+	sys_exit(0);	/* init exits, the kernel panics: panic=-1 ends it too */
+}
+
+static const char *init_scratch(char **envp)
+{
+	ulong flags = MS_NOSUID | MS_NODEV;
+	long r;
+	for (; *envp; envp++)
+		if (streq(*envp, "MMAP2_SCRATCH=noexec"))
+			flags |= MS_NOEXEC;
+	r = sys(__NR_mount, (ulong)"tmpfs", (ulong)"/tmp", (ulong)"tmpfs",
+		flags, 0);
+	if (r < 0) {	/* no scratch directory: say why on the console */
+		struct buf m = { child_mem, 0, OUT_CAP };
+		const char *en = errno_name(-r);
+		puts_(&m, "mmap2_helper: mount tmpfs on /tmp: ");
+		if (en)
+			puts_(&m, en);
+		else
+			put_u64(&m, -r);
+		putch(&m, '\n');
+		write_all(2, m.p, m.len);
+		power_off();
+	}
+	return "/tmp";
+}
+
 /* ---- main loop ---- */
 
 static char line_buf[LINE_CAP];
@@ -1027,7 +1069,7 @@ static void helper_main(char **argv, char **envp)
 	char **e = envp;
 	ulong *av;
 	size_t len = 0, scan = 0, i;
-	int too_long = 0;
+	int too_long = 0, init;
 
 	/* The auxiliary vector follows envp's terminating NULL. */
 	while (*e)
@@ -1035,11 +1077,17 @@ static void helper_main(char **argv, char **envp)
 	for (av = (ulong *)(e + 1); av[0]; av += 2)
 		if (av[0] == AT_PAGESZ)
 			auxv_pagesz = av[1];
-	if (!argv[0] || !argv[1]) {
+	init = argv[0] && !argv[1] && sys(__NR_getpid, 0, 0, 0, 0, 0) == 1;
+	if (init) {
+		dir = init_scratch(envp);
+		/* Input sent before the console is open is lost: say when to start. */
+		write_all(1, INIT_READY "\n", sizeof INIT_READY);
+	} else if (!argv[0] || !argv[1]) {
 		write_all(2, "usage: mmap2_helper DIR\n", 24);
 		sys_exit(2);
+	} else {
+		dir = argv[1];
 	}
-	dir = argv[1];
 
 	for (;;) {
 		long r;
@@ -1078,6 +1126,8 @@ static void helper_main(char **argv, char **envp)
 		line_buf[len] = 0;
 		handle_line(line_buf);
 	}
+	if (init)
+		power_off();
 	sys_exit(0);
 }
 

@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 from .model import REPO, load_all
-from .runners import Native, QemuUser
+from .runners import RUNNER_CLASSES
 
 VENV = REPO / ".venv"
 REQUIREMENTS = REPO / "requirements.txt"
 PYPROJECT = REPO / "pyproject.toml"
-RUNNER_PACKAGES = {"qemu-user": QemuUser.apt, "native": Native.apt}
+RUNNER_PACKAGES = {kind: runner.apt for kind, runner in RUNNER_CLASSES.items()}
 # chromium: the HTML report's screenshot and its browser test (chromium-driver).
 BASE_PACKAGES = ("python3-venv", "make", "chromium", "chromium-driver")
 
@@ -31,8 +31,10 @@ def apt_packages() -> list[str]:
     for config in load_all().values():
         for flavour in config.flavours.values():
             wanted.update(flavour.apt)
-        for kind in config.runners:
+        for kind, spec in config.runners.items():
             wanted.update(RUNNER_PACKAGES[kind])
+            if spec.kernel is not None:   # a kernel runner: the package with its kernel file
+                wanted.add(spec.kernel.package)
     return sorted(wanted)
 
 

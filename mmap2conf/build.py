@@ -87,3 +87,22 @@ def helper_path(config: Config, flavour: str) -> Path:
             verify_helper(partial, config)
             os.replace(partial, target)
     return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python3 -m mmap2conf.build --all: build and verify every helper (the container image does)."""
+    import argparse
+
+    from .model import load_all
+
+    parser = argparse.ArgumentParser(prog="python3 -m mmap2conf.build", description=main.__doc__)
+    parser.add_argument("--all", action="store_true", required=True, help="every configuration and flavour")
+    parser.parse_args(argv)
+    for config in load_all().values():
+        for flavour in config.flavours:
+            print(f"{config.name}/{flavour}: {helper_path(config, flavour)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,7 +18,10 @@ STUBS_DIR = HELPERS_DIR / "abi"
 ERROR_CONVENTIONS = ("negative", "a3-flag", "cr0-so", "carry")
 OFFSET_UNITS = ("4096", "page")
 MISALIGNED = ("EINVAL", "unreachable")
-RUNNER_KINDS = ("qemu-user", "native")
+# Runner kinds that boot a real Debian kernel under qemu-system (kernels.md); their
+# [runners.<kind>] tables name the kernel and the machine (KernelSpec).
+KERNEL_RUNNER_KINDS = ("linux-32", "linux-16k", "linux-64bit-4k")
+RUNNER_KINDS = ("qemu-user", "native", *KERNEL_RUNNER_KINDS)
 FLAVOURS = ("raw", "glibc")
 # Per-ABI answers that case rows refer to ("fact:NAME" expectations, "NAME=VALUE"
 # requirements), with the values each may take; required wherever mmap2 exists.
@@ -59,10 +62,22 @@ class ErrnoTable:
 
 
 @dataclass(frozen=True)
+class KernelSpec:
+    """Which kernel a kernel runner boots, and on which emulated machine."""
+
+    package: str                  # the apt package that ships the kernel file
+    kernel: str                   # a glob under the packages' image directory (kernels.KERNEL_IMAGES)
+    qemu_system: str              # the qemu-system binary
+    machine_args: tuple[str, ...]  # its arguments, before -kernel, -initrd and -append
+    console: str                  # the kernel's console device: console=<this>
+
+
+@dataclass(frozen=True)
 class RunnerSpec:
     kind: str
     page_size: Fact
     binary: str | None = None
+    kernel: KernelSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,26 @@ def _read_toml(path: Path) -> dict:
         raise ModelError(f"{path}: {exc}") from None
 
 
+def _kernel_spec(spec: _Table) -> KernelSpec:
+    """The [runners.<kind>] keys of a kernel runner (kernels.md has the measured values)."""
+    package = spec.get("kernel_package", str)
+    if not package.strip():
+        raise spec.error("kernel_package", "is empty")
+    kernel = spec.get("kernel", str)
+    if not kernel.strip() or kernel.startswith("/") or ".." in Path(kernel).parts:
+        raise spec.error("kernel", f"{kernel!r} must be a glob relative to the image directory")
+    qemu_system = spec.get("qemu_system", str)
+    if not qemu_system.startswith("qemu-system-"):
+        raise spec.error("qemu_system", f"{qemu_system!r} is not a qemu-system-<arch> binary")
+    machine_args = spec.get("machine_args", list)
+    if not machine_args or not all(isinstance(arg, str) and arg for arg in machine_args):
+        raise spec.error("machine_args", "expected a non-empty list of non-empty strings")
+    console = spec.get("console", str)
+    if not console.isalnum():
+        raise spec.error("console", f"{console!r} is not a console device name such as ttyS0")
+    return KernelSpec(package, kernel, qemu_system, tuple(machine_args), console)
+
+
 def load_config(path: Path) -> Config:
     top = _Table(_read_toml(path), path, "top")
     name = top.get("name", str)
@@ -222,8 +257,11 @@ def load_config(path: Path) -> Config:
         if kind not in RUNNER_KINDS:
             raise runners_table.error(kind, f"unknown runner kind (known: {', '.join(RUNNER_KINDS)})")
         spec = runners_table.sub(kind)
-        runners[kind] = RunnerSpec(kind, spec.fact("page_size", int),
-                                   spec.get("binary", str, required=kind == "qemu-user"))
+        if kind in KERNEL_RUNNER_KINDS:
+            runners[kind] = RunnerSpec(kind, spec.fact("page_size", int), kernel=_kernel_spec(spec))
+        else:
+            runners[kind] = RunnerSpec(kind, spec.fact("page_size", int),
+                                       spec.get("binary", str, required=kind == "qemu-user"))
         spec.done()
     runners_table.done()
     if not runners:

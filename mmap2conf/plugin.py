@@ -20,7 +20,7 @@ import pytest
 
 from . import build, cases, knownissues, model, oracle, report, scratch
 from .protocol import HelperSession, ProtocolError
-from .runners import RunnerUnavailable, make_runner
+from .runners import RUNNER_CLASSES, RunnerUnavailable, make_runner
 
 FLAVOURS = model.FLAVOURS
 RUNNERS = model.RUNNER_KINDS
@@ -135,6 +135,8 @@ def _instances_for(config, flavour, kind, case):
     reason = None
     if wants_raw and not config.has_mmap2:
         reason = f"n.a.: {config.name} has no mmap2 ({config.mmap2_nr.source})"
+    elif case.trace and RUNNER_CLASSES[kind].trace_shows is None:
+        reason = f"n.a.: the {kind} runner has no system call tracer (the row checks libc's system call)"
     elif case.requires:
         name, _, value = case.requires.partition("=")
         fact = config.requirement(name)
@@ -233,6 +235,7 @@ class Sessions:
         if key in self.unavailable:
             return self.unavailable[key]
         if key not in self.open:
+            self._close_other_guests(instance.group)
             try:
                 runner = self.suite.runner(instance.config, instance.runner_kind)
                 helper = build.helper_path(instance.config, instance.flavour)
@@ -243,7 +246,7 @@ class Sessions:
             self.helpers[instance.group] = (runner, helper)
             try:
                 session = HelperSession(lambda workdir: runner.command(helper, workdir, trace),
-                                        scratch_kind=scratch_kind)
+                                        scratch_kind=scratch_kind, console=runner.console)
             except scratch.ScratchUnavailable as exc:
                 self.unavailable[key] = f"unavailable: {exc}"
                 return self.unavailable[key]
@@ -258,9 +261,20 @@ class Sessions:
             self.open[key] = session
         return self.open[key]
 
+    def _close_other_guests(self, group: str) -> None:
+        """An idle guest kernel still takes host CPU (the loongson-3 one spins a whole core),
+        so the guests of other groups are powered off when a group opens a session. Cases
+        come ordered by group (and by group to xdist workers): none needs them again, and
+        if one did, its guest would boot again."""
+        for key in [k for k, s in self.open.items() if s.console is not None
+                    and k != group and not k.startswith(group + "/")]:
+            self.open.pop(key).close()
+
     def reproducer(self, instance: Instance, request: dict) -> str:
         runner, helper = self.helpers[instance.group]
         line = json.dumps(request, separators=(",", ":"))
+        if runner.console is not None:  # a guest kernel: the request goes to its console
+            return runner.reproducer(helper, line, instance.case.scratch)
         command = runner.command(helper, Path("DIR"), bool(instance.case.trace))[:-1]
         return f"echo {shlex.quote(line)} | {shlex.join(command)} \"$(mktemp -d)\""
 

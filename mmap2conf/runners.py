@@ -4,21 +4,29 @@ Everything above this module (protocol, cases, oracle, report) is the same for
 every runner. A runner knows how to turn a helper binary into a command line,
 whether it can run at all on this machine, and which version of the emulator or
 kernel answers.
+
+qemu-user and native give the helper's own pipes. The kernel runners (linux-32,
+linux-16k, linux-64bit-4k) boot a real Debian kernel under qemu-system with an
+initramfs whose /init is the helper (kernels.py; helpers/PROTOCOL.md, init
+mode), so their stream is the guest's serial console (Console).
 """
 from __future__ import annotations
 
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .model import Config
+from . import kernels
+from .model import KERNEL_RUNNER_KINDS, Config, KernelSpec
 
 VERSION_TIMEOUT = 30
+BOOT_TIMEOUT = 90.0     # from qemu's start to the helper's ready line (boots take 2-5 s, kernels.md)
 
 
 class RunnerUnavailable(Exception):
@@ -32,6 +40,16 @@ def clean_environment() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class Console:
+    """The helper's stdin and stdout are a guest's console, a tty: see protocol.py."""
+
+    ready: bytes              # the line the helper writes once it reads requests
+    boot_timeout: float       # seconds from start to that line
+    eof: bytes = b"\x04"      # VEOF: in canonical mode the helper's read returns 0
+    max_line: int = 4095      # the tty's canonical line (N_TTY_BUF_SIZE 4096, with the newline)
+
+
+@dataclass(frozen=True)
 class QemuUser:
     """qemu-user, called explicitly: binfmt_misc is not relied upon."""
 
@@ -40,6 +58,7 @@ class QemuUser:
     kind: str = "qemu-user"
     apt = ("qemu-user-static",)
     trace_shows = "argument"   # qemu -strace prints mmap2's last argument as passed
+    console = None             # the helper's own pipes
 
     @property
     def binary(self) -> str:
@@ -69,6 +88,7 @@ class Native:
     kind: str = "native"
     apt = ("strace",)
     trace_shows = "bytes"      # strace prints mmap2's offset scaled to bytes
+    console = None
 
     def version(self) -> str:
         return f"Linux {platform.release()} {platform.machine()}"
@@ -90,7 +110,77 @@ def _qemu_version(binary: str) -> str:
     return match.group(1)
 
 
+@dataclass(frozen=True)
+class LinuxKernel:
+    """A real Linux kernel under qemu-system, the helper as its /init (kernels.md).
+
+    One boot serves a whole session: the helper answers on the serial console until
+    EOF, then powers the machine off. [runners.<kind>] in arches/ names the kernel
+    package and file, the qemu-system binary, its machine arguments and the console."""
+
+    config: Config
+    kind: str
+    apt = ("qemu-system-x86", "qemu-system-arm", "qemu-system-mips")
+    trace_shows = None         # no system call tracer runs inside the guest
+    # The ready line is INIT_READY in helpers/mmap2_helper.c (PROTOCOL.md, init mode).
+    console = Console(ready=b"mmap2_helper: init mode, ready", boot_timeout=BOOT_TIMEOUT)
+
+    @property
+    def spec(self) -> KernelSpec:
+        return self.config.runners[self.kind].kernel
+
+    def kernel(self) -> Path:
+        try:
+            return kernels.find_kernel(self.spec.kernel, self.spec.package)
+        except kernels.KernelError as exc:
+            raise RunnerUnavailable(str(exc)) from None
+
+    @property
+    def binary(self) -> str:
+        found = shutil.which(self.spec.qemu_system)
+        if found is None:
+            raise RunnerUnavailable(f"{self.spec.qemu_system} is not on PATH "
+                                    f"(apt packages {' '.join(self.apt)})")
+        return found
+
+    def version(self) -> str:
+        """The kernel's version from its image (no boot): 6.1.176+6.1.0-50-686."""
+        try:
+            return kernels.kernel_version(self.kernel())
+        except (kernels.KernelError, OSError) as exc:
+            raise RunnerUnavailable(str(exc)) from None
+
+    def command(self, helper: Path, workdir: Path, trace: bool = False) -> list[str]:
+        if trace:
+            raise RunnerUnavailable(f"no system call tracer runs inside the {self.kind} guest")
+        # The guest makes its own scratch tmpfs, noexec where the session's scratch
+        # directory is (the noexec scratch kind).
+        try:
+            noexec = bool(os.statvfs(workdir).f_flag & os.ST_NOEXEC)
+        except OSError:
+            noexec = False
+        return self._command(helper, noexec)
+
+    def _command(self, helper: Path, noexec: bool) -> list[str]:
+        binary, kernel = self.binary, self.kernel()
+        append = f"console={self.spec.console} panic=-1 quiet" + (" MMAP2_SCRATCH=noexec" if noexec else "")
+        return [binary, *self.spec.machine_args, "-kernel", str(kernel),
+                "-initrd", str(kernels.initramfs_for(helper)), "-append", append]
+
+    def reproducer(self, helper: Path, line: str, scratch_kind: str | None = None) -> str:
+        """A shell command that boots the guest, sends one request once it has booted
+        (input before the console is up is lost), then EOF (^D), which powers it off."""
+        command = self._command(helper, scratch_kind == "noexec")
+        return (f"(sleep 20; printf '%s\\n\\004' {shlex.quote(line)}) | timeout {BOOT_TIMEOUT:g} "
+                f"{shlex.join(command)}")
+
+
+RUNNER_CLASSES = {"qemu-user": QemuUser, "native": Native, **{kind: LinuxKernel for kind in KERNEL_RUNNER_KINDS}}
+
+
 def make_runner(kind: str, config: Config, qemu_dir: Path | None = None):
     if kind not in config.runners:
         raise RunnerUnavailable(f"{config.path.name} declares no [runners.{kind}]")
-    return QemuUser(config, qemu_dir) if kind == "qemu-user" else Native(config)
+    if kind == "qemu-user":
+        return QemuUser(config, qemu_dir)
+    return Native(config) if kind == "native" else LinuxKernel(config, kind)
