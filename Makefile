@@ -3,7 +3,12 @@
 # installs nothing the second time.
 PYTHON ?= python3
 VENV := .venv
+# In the container image the Python packages are Debian's (docker/Dockerfile).
+ifeq ($(MMAP2CONF_PYTHON),system)
+PY := python3
+else
 PY := $(VENV)/bin/python
+endif
 # pytest-xdist workers; at the current size a serial run is as fast (see bench/).
 JOBS ?= 0
 REPORTS := reports
@@ -16,13 +21,15 @@ bootstrap:
 # Every configuration; the matrix ends the output; reports/ gets the JSON records,
 # JUnit XML, the HTML report and its screenshot.
 conformance: bootstrap
-	$(VENV)/bin/mmap2-conformance run --jobs $(JOBS) --reports $(REPORTS) -- $(ARGS)
+	$(PY) -m mmap2conf run --jobs $(JOBS) --reports $(REPORTS) -- $(ARGS)
 
-# The harness's own tests first, then the full conformance run in strict mode:
-# a configuration that cannot run here is a failure, not a skip.
+# The harness's own tests first, then the full conformance run in strict mode (a
+# configuration that cannot run here is a failure, not a skip), then the suite in
+# its container image, inside and through the docker runner.
 check: bootstrap
 	$(PY) -m pytest tests/unit -p no:cacheprovider -q
-	$(VENV)/bin/mmap2-conformance run --require-all --jobs $(JOBS) --reports $(REPORTS)/check -- -q
+	$(PY) -m mmap2conf run --require-all --jobs $(JOBS) --reports $(REPORTS)/check -- -q
+	$(PY) -m pytest tests/test_docker.py -p no:cacheprovider -q --require-all
 
 unit: bootstrap
 	$(PY) -m pytest tests/unit -p no:cacheprovider -q

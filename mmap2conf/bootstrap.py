@@ -5,6 +5,10 @@ environment exists, so it uses the standard library only. The Debian packages
 come from arches/*.toml (each flavour's compiler) and from the runners; the
 Python packages are the pinned requirements.txt, installed into .venv. A second
 run finds everything present and installs nothing.
+
+With MMAP2CONF_PYTHON=system (the container image, docker/Dockerfile) the Python
+packages come from Debian instead, as pip may not reach PyPI from a container,
+and the browser and the container engine are left out.
 """
 from __future__ import annotations
 
@@ -16,18 +20,25 @@ import sys
 from pathlib import Path
 
 from .model import REPO, load_all
-from .runners import RUNNER_CLASSES
+from .runners import RUNNER_CLASSES, Docker
 
 VENV = REPO / ".venv"
 REQUIREMENTS = REPO / "requirements.txt"
 PYPROJECT = REPO / "pyproject.toml"
 RUNNER_PACKAGES = {kind: runner.apt for kind, runner in RUNNER_CLASSES.items()}
-# chromium: the HTML report's screenshot and its browser test (chromium-driver).
-BASE_PACKAGES = ("python3-venv", "make", "chromium", "chromium-driver")
+# chromium: the HTML report's screenshot and its browser test (chromium-driver);
+# the docker runner's engine and base-image tools: it serves every qemu-user configuration.
+BASE_PACKAGES = ("python3-venv", "make", "chromium", "chromium-driver", *Docker.apt)
+SYSTEM_PYTHON_PACKAGES = ("make", "python3-pytest", "python3-pytest-xdist", "python3-pyelftools",
+                          "python3-packaging")
+
+
+def system_python() -> bool:
+    return os.environ.get("MMAP2CONF_PYTHON") == "system"
 
 
 def apt_packages() -> list[str]:
-    wanted = set(BASE_PACKAGES)
+    wanted = set(SYSTEM_PYTHON_PACKAGES if system_python() else BASE_PACKAGES)
     for config in load_all().values():
         for flavour in config.flavours.values():
             wanted.update(flavour.apt)
@@ -82,7 +93,8 @@ def install_venv() -> None:
 
 def main() -> None:
     install_apt()
-    install_venv()
+    if not system_python():
+        install_venv()
 
 
 if __name__ == "__main__":

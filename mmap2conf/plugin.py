@@ -20,10 +20,10 @@ import pytest
 
 from . import build, cases, knownissues, model, oracle, report, scratch
 from .protocol import HelperSession, ProtocolError
-from .runners import RUNNER_CLASSES, RunnerUnavailable, make_runner
+from .runners import RUNNER_CLASSES, RunnerUnavailable, helper_for, make_runner, semantics
 
 FLAVOURS = model.FLAVOURS
-RUNNERS = model.RUNNER_KINDS
+RUNNERS = (*model.RUNNER_KINDS, "docker")
 RECORD = "conformance"
 
 
@@ -42,6 +42,11 @@ class Instance:
         return f"{self.config.name}/{self.flavour}/{self.runner_kind}"
 
     @property
+    def semantics(self) -> str:
+        """The runner kind whose expectations, known issues and page facts apply."""
+        return semantics(self.runner_kind)
+
+    @property
     def id(self) -> str:
         return f"{self.group}/{self.case.key}"
 
@@ -56,6 +61,8 @@ def pytest_addoption(parser):
                     help=f"runner kinds: {', '.join(RUNNERS)} (default: every one a configuration declares)")
     group.addoption("--qemu-dir", dest="m2_qemu_dir", metavar="DIR", type=Path,
                     help="take the qemu-<arch>-static binaries from DIR instead of PATH")
+    group.addoption("--image", dest="m2_image", metavar="IMAGE",
+                    help="the suite's container image for --runner docker (docker/Dockerfile)")
     group.addoption("--require-all", dest="m2_require_all", action="store_true",
                     help="a configuration that cannot run here fails instead of being skipped")
     group.addoption("--conformance-json", dest="m2_json", metavar="PATH", type=Path,
@@ -96,11 +103,32 @@ class Suite:
         if self.qemu_dir is not None and not self.qemu_dir.is_dir():
             raise pytest.UsageError(f"--qemu-dir {self.qemu_dir} is not a directory")
         self.require_all = pytest_config.getoption("m2_require_all")
+        self.image = pytest_config.getoption("m2_image")
+        if self.runner_kinds and "docker" in self.runner_kinds and not self.image:
+            raise pytest.UsageError("--runner docker needs --image IMAGE (built from docker/Dockerfile)")
+        self._engine = None
         self.versions: dict[tuple[str, str], str | None] = {}
         self.records: list[dict] = []
 
     def runner(self, config: model.Config, kind: str):
-        return make_runner(kind, config, self.qemu_dir)
+        return make_runner(kind, config, self.qemu_dir, self._docker() if kind == "docker" else None)
+
+    def _docker(self):
+        """(engine, image) for the docker runner; the engine is found or started once."""
+        from . import containers
+        if self._engine is None:
+            try:
+                self._engine = containers.find_engine()
+            except containers.EngineUnavailable as exc:
+                raise RunnerUnavailable(str(exc)) from None
+            if not self._engine.has_image(self.image):
+                raise RunnerUnavailable(f"no image {self.image} (build docker/Dockerfile)")
+        return self._engine, self.image
+
+    def close(self) -> None:
+        if self._engine is not None:
+            from . import containers
+            containers.stop(self._engine)
 
     def version(self, config: model.Config, kind: str) -> str | None:
         key = (config.name, kind)
@@ -118,7 +146,9 @@ class Suite:
             for flavour in config.flavours:
                 if self.flavours is not None and flavour not in self.flavours:
                     continue
-                for kind in config.runners:
+                # The docker runner runs any qemu-user configuration, when asked for by name.
+                wants_docker = self.runner_kinds and "docker" in self.runner_kinds and "qemu-user" in config.runners
+                for kind in [*config.runners, *(["docker"] if wants_docker else [])]:
                     if self.runner_kinds is not None and kind not in self.runner_kinds:
                         continue
                     for case in self.cases:
@@ -147,6 +177,11 @@ def _instances_for(config, flavour, kind, case):
     yield Instance(config, flavour, kind, case, reason)
 
 
+def pytest_unconfigure(config):
+    if SUITE in config.stash:
+        config.stash[SUITE].close()   # stops a container engine the run started
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "clause(id): the manual page clause a conformance case checks")
     config.addinivalue_line("markers", "known_issue(id): the known-issues.toml record a case is xfailed by")
@@ -169,7 +204,7 @@ def pytest_generate_tests(metafunc):
             version = suite.version(instance.config, instance.runner_kind)
             issue = version and knownissues.find_issue(
                 suite.known_issues, instance.case.key, instance.config.name, instance.flavour,
-                instance.runner_kind, version)
+                instance.semantics, version)
             if issue:
                 marks.append(pytest.mark.xfail(strict=True, reason=issue.reason()))
                 marks.append(pytest.mark.known_issue(issue.id))
@@ -238,7 +273,7 @@ class Sessions:
             self._close_other_guests(instance.group)
             try:
                 runner = self.suite.runner(instance.config, instance.runner_kind)
-                helper = build.helper_path(instance.config, instance.flavour)
+                helper = helper_for(runner, instance.config, instance.flavour)
                 runner.command(helper, Path("/"), trace)  # raises RunnerUnavailable early
             except (RunnerUnavailable, build.BuildError) as exc:
                 self.unavailable[key] = f"unavailable: {exc}"
@@ -273,7 +308,7 @@ class Sessions:
     def reproducer(self, instance: Instance, request: dict) -> str:
         runner, helper = self.helpers[instance.group]
         line = json.dumps(request, separators=(",", ":"))
-        if runner.console is not None:  # a guest kernel: the request goes to its console
+        if hasattr(runner, "reproducer"):  # a guest's console, or a container
             return runner.reproducer(helper, line, instance.case.scratch)
         command = runner.command(helper, Path("DIR"), bool(instance.case.trace))[:-1]
         return f"echo {shlex.quote(line)} | {shlex.join(command)} \"$(mktemp -d)\""
@@ -299,7 +334,7 @@ def run_instance(instance: Instance, sessions: Sessions, record: dict) -> None:
             pytest.fail(f"{session} (--require-all)")
         pytest.skip(session)
     config, case = instance.config, instance.case
-    page = config.runners[instance.runner_kind].page_size
+    page = config.runners[instance.semantics].page_size
     unit = config.unit_bytes(page.value) if config.has_mmap2 else 4096
     request = case.concrete_inputs(page.value, unit)
     record["request"] = request
@@ -317,7 +352,7 @@ def run_instance(instance: Instance, sessions: Sessions, record: dict) -> None:
         clause, expected, observed, sources, problems = oracle.judge_probe(config, page, case, answer)
     else:
         expectation = oracle.expect_call(config, page.value, page.source, case,
-                                         instance.runner_kind, request)
+                                         instance.semantics, request)
         clause, expected, sources = expectation.clause, expectation.describe(), expectation.sources
         observed, problems = oracle.judge_call(config, page.value, case, request, answer, expectation)
     if case.trace:

@@ -175,12 +175,101 @@ class LinuxKernel:
                 f"{shlex.join(command)}")
 
 
-RUNNER_CLASSES = {"qemu-user": QemuUser, "native": Native, **{kind: LinuxKernel for kind in KERNEL_RUNNER_KINDS}}
+def semantics(kind: str) -> str:
+    return SEMANTICS.get(kind, kind)
 
 
-def make_runner(kind: str, config: Config, qemu_dir: Path | None = None):
+def helper_for(runner, config: Config, flavour: str):
+    """The helper a runner starts: built and verified here, except inside a container."""
+    if isinstance(runner, Docker):
+        return f"{config.name}/{flavour}"
+    from .build import helper_path   # not at import: the bootstrap imports this module before pyelftools exists
+    return helper_path(config, flavour)
+
+
+@dataclass(frozen=True)
+class Docker:
+    """qemu-user inside the suite's image (docker/Dockerfile): one `docker run -i --rm
+    --network=none` per helper process. The helper is built and verified in the image,
+    so the host needs neither qemu-user nor cross compilers; it answers as qemu-user."""
+
+    config: Config
+    image: str
+    engine: object              # containers.Engine
+    kind: str = "docker"
+    apt = ("docker.io", "debootstrap")
+    trace_shows = "argument"
+    console = None
+
+    def version(self) -> str:
+        binary = self.config.runners["qemu-user"].binary
+        result = self.engine.run("run", "--rm", "--network=none", self.image, binary, "--version",
+                                 timeout=VERSION_TIMEOUT * 4)
+        match = re.search(r"version (\d+\.\d+(?:\.\d+)?)", result.stdout)
+        if result.returncode != 0 or not match:
+            raise RunnerUnavailable(f"{self.image} does not run {binary}: {result.stderr.strip()[-300:]}")
+        return match.group(1)
+
+    def command(self, helper: str, workdir: Path, trace: bool = False) -> list[str]:
+        # The helper's files live in a tmpfs of the container, noexec where the
+        # session's scratch directory is (the noexec scratch kind).
+        try:
+            noexec = bool(os.statvfs(workdir).f_flag & os.ST_NOEXEC)
+        except OSError:
+            noexec = False
+        config, flavour = helper.split("/")
+        return self.engine.command(
+            "run", "-i", "--rm", "--network=none", "--tmpfs", f"{SCRATCH_IN_CONTAINER}:rw,"
+            f"{'noexec' if noexec else 'exec'},size=64m", self.image, "python3", "-m", "mmap2conf.runners",
+            "exec", config, flavour, *(["--trace"] if trace else []))
+
+
+    def reproducer(self, helper: str, line: str, scratch_kind: str | None = None) -> str:
+        return f"echo {shlex.quote(line)} | {shlex.join(self.command(helper, Path('/')))}"
+
+
+SCRATCH_IN_CONTAINER = "/scratch"
+# A runner kind answers as the kind named here: its expectations, known issues and
+# page-size facts are that kind's (the docker runner runs qemu-user in a container).
+SEMANTICS = {"docker": "qemu-user"}
+RUNNER_CLASSES = {"qemu-user": QemuUser, "native": Native, "docker": Docker,
+                  **{kind: LinuxKernel for kind in KERNEL_RUNNER_KINDS}}
+
+
+def make_runner(kind: str, config: Config, qemu_dir: Path | None = None, docker=None):
+    """``docker``: (engine, image) for the docker runner, which runs what qemu-user runs."""
+    if kind == "docker":
+        if "qemu-user" not in config.runners:
+            raise RunnerUnavailable(f"{config.path.name} declares no [runners.qemu-user] to run in a container")
+        if docker is None:
+            raise RunnerUnavailable("the docker runner needs --image")
+        engine, image = docker
+        return Docker(config, image, engine)
     if kind not in config.runners:
         raise RunnerUnavailable(f"{config.path.name} declares no [runners.{kind}]")
     if kind == "qemu-user":
         return QemuUser(config, qemu_dir)
     return Native(config) if kind == "native" else LinuxKernel(config, kind)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Inside the image: python3 -m mmap2conf.runners exec CONFIG FLAVOUR [--trace]
+    starts the prebuilt helper under qemu-user on the container's scratch tmpfs."""
+    import argparse
+
+    from .model import load_all
+
+    parser = argparse.ArgumentParser(prog="python3 -m mmap2conf.runners")
+    parser.add_argument("action", choices=["exec"])
+    parser.add_argument("config")
+    parser.add_argument("flavour")
+    parser.add_argument("--trace", action="store_true")
+    args = parser.parse_args(argv)
+    config = load_all()[args.config]
+    runner = QemuUser(config)
+    command = runner.command(helper_for(runner, config, args.flavour), Path(SCRATCH_IN_CONTAINER), args.trace)
+    os.execve(command[0], command, clean_environment())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
