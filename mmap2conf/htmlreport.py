@@ -12,7 +12,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from .report import SECTIONS, cell_outcome, cell_text, column_verdict
+from .report import SECTIONS, cell_outcome, cell_text, column_verdict, differential
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -94,6 +94,19 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
         out.append(f"<li><b>{html.escape(column)}</b>: "
                    f"{html.escape(column_verdict([r for r in records if r['column'] == column]))}</li>")
     out.append("</ul>")
+
+    rows = differential(records)
+    if rows:
+        runners = sorted({runner for _, answers in rows for runner in answers})
+        out.append("<h2 id='differential'>Answers that differ between runners</h2><p>Same configuration, "
+                   "flavour and case; each answer with why it is right or known: a known issue, or "
+                   "<i>expected</i> of that runner (a runner-keyed expectation).</p><table><tr><th>case</th>"
+                   + "".join(f"<th>{html.escape(r)}</th>" for r in runners) + "</tr>")
+        for key, answers in rows:
+            out.append(f"<tr><td>{html.escape(key)}</td>" + "".join(
+                f"<td>{html.escape(answers[r][0])} ({html.escape(answers[r][1])})</td>" if r in answers
+                else "<td>-</td>" for r in runners) + "</tr>")
+        out.append("</table>")
 
     cited = sorted({r["known_issue"] for r in records if r.get("known_issue")})
     if cited:

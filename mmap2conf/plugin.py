@@ -456,6 +456,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         writer.write_sep("-", "known issues (known-issues.toml)")
         for line in issues:
             writer.write_line(line)
+    differences = report.differential_lines(_collected)
+    if differences:
+        writer.write_sep("-", "answers that differ between runners (why: known issue, or expected of that runner)")
+        for line in differences:
+            writer.write_line(line)
     problems = report.problems_lines(_collected)
     if problems:
         writer.write_sep("-", "unexpected results")

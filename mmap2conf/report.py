@@ -95,6 +95,50 @@ def known_issue_lines(records: list[dict], issues: dict) -> list[str]:
     return lines
 
 
+def observed_summary(record: dict) -> str:
+    """One short word for what a runner answered: an errno, a block, or the outcome."""
+    observed = record.get("observed") or {}
+    if observed.get("result") == "error":
+        return observed.get("errno", "error")
+    if observed.get("result") == "mapped":
+        block = observed.get("block")
+        return f"block {block:#x}" if isinstance(block, int) else f"mapped ({block})"
+    return record["outcome"]
+
+
+def differential(records: list[dict]) -> list[tuple[str, dict[str, tuple[str, str]]]]:
+    """The cases of one configuration and flavour whose answers differ between runners.
+
+    Returns (config/flavour/case, {runner: (answer, why)}), where why is the known
+    issue that covers the answer, or "expected" when the row expects it of that runner
+    (a runner-keyed expectation), or the outcome."""
+    by_case = defaultdict(dict)
+    for record in records:
+        by_case[f"{record['config']}/{record['flavour']}/{record['case']}"][record["runner"]] = record
+    rows = []
+    for key, by_runner in sorted(by_case.items()):
+        answers = {runner: observed_summary(r) for runner, r in by_runner.items() if r["outcome"] != "n.a."}
+        if len(set(answers.values())) < 2:
+            continue
+        rows.append((key, {runner: (answer, by_runner[runner]["known_issue"] or
+                                    ("expected" if by_runner[runner]["outcome"] == "passed" else by_runner[runner]["outcome"]))
+                           for runner, answer in answers.items()}))
+    return rows
+
+
+def differential_lines(records: list[dict]) -> list[str]:
+    rows = differential(records)
+    runners = sorted({runner for _, answers in rows for runner in answers})
+    if not rows:
+        return []
+    table = [(key, [f"{answers[r][0]} ({answers[r][1]})" if r in answers else "-" for r in runners])
+             for key, answers in rows]
+    width = max(len(key) for key, _ in table) + 2
+    cell = max(len(c) for _, cells in table for c in cells + runners) + 2
+    return ["case".ljust(width) + "".join(r.ljust(cell) for r in runners)] + [
+        key.ljust(width) + "".join(c.ljust(cell) for c in cells) for key, cells in table]
+
+
 def problems_lines(records: list[dict]) -> list[str]:
     """Each unexpected result with the way to reproduce it by hand."""
     lines = []

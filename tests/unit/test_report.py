@@ -47,3 +47,20 @@ def test_json_has_a_schema_and_every_record(tmp_path):
     assert document["schema"] == SCHEMA
     assert document["summary"] == {"passed": 1, "failed": 1}
     assert len(document["records"]) == 2
+
+
+def test_the_differential_view_explains_each_answer():
+    from mmap2conf.report import differential
+
+    def answer(runner, observed, outcome="passed", issue=None):
+        return {"config": "i386", "flavour": "raw", "case": "errors/x", "runner": runner, "outcome": outcome,
+                "known_issue": issue, "observed": observed, "column": f"i386@{runner}", "clause": "c",
+                "nodeid": runner}
+
+    records = [answer("linux-32", {"result": "error", "errno": "EOVERFLOW"}),
+               answer("native", {"result": "mapped", "block": 0}),
+               answer("qemu-user", {"result": "error", "errno": "EINVAL"}, "xfailed", "KI-1")]
+    assert differential(records) == [("i386/raw/errors/x", {
+        "linux-32": ("EOVERFLOW", "expected"), "native": ("block 0x0", "expected"),
+        "qemu-user": ("EINVAL", "KI-1")})]
+    assert differential(records[1:2]) == []
