@@ -77,6 +77,27 @@ def load_known_issues(path: Path = KNOWN_ISSUES_FILE) -> list[KnownIssue]:
     return issues
 
 
+def check_references(issues: list[KnownIssue], configs, case_keys, flavours, runners,
+                     path: Path = KNOWN_ISSUES_FILE) -> None:
+    """Every pattern of a record must name something that exists: a record for a
+    configuration or case that was renamed would otherwise silently match nothing."""
+    text = path.read_text()
+    for issue in issues:
+        line = text[:text.find(f'id = "{issue.id}"')].count("\n") + 1
+        where = f"{path}:{line} ({issue.id})"
+        for pattern in issue.configs:
+            if not any(fnmatch.fnmatchcase(c, pattern) for c in configs):
+                raise KnownIssueError(f"{where}: configs: {pattern!r} matches no configuration in arches/")
+        for pattern in issue.cases:
+            if not any(fnmatch.fnmatchcase(k, pattern) for k in case_keys):
+                raise KnownIssueError(f"{where}: cases: {pattern!r} matches no case in tests/cases/")
+        unknown = set(issue.flavours) - set(flavours)
+        if unknown:
+            raise KnownIssueError(f"{where}: flavours: unknown {sorted(unknown)} (known: {', '.join(flavours)})")
+        if issue.runner not in runners:
+            raise KnownIssueError(f"{where}: runner: unknown {issue.runner!r} (known: {', '.join(runners)})")
+
+
 def find_issue(issues: list[KnownIssue], case_key: str, config: str, flavour: str, runner: str,
                version: str) -> KnownIssue | None:
     found = [i for i in issues if i.matches(case_key, config, flavour, runner, version)]

@@ -90,6 +90,8 @@ class Suite:
             self.clauses = cases.load_clauses()
             self.cases = cases.load_cases(clauses=self.clauses)
             self.known_issues = knownissues.load_known_issues()
+            knownissues.check_references(self.known_issues, self.configs, [c.key for c in self.cases],
+                                         FLAVOURS, model.RUNNER_KINDS)
         except (model.ModelError, cases.CaseError, knownissues.KnownIssueError) as exc:
             raise pytest.UsageError(str(exc)) from None
         by_name = {name: {name} for name in self.configs}
@@ -401,6 +403,21 @@ def _reason(report) -> str | None:
         return report.wasxfail
     text = getattr(report.longrepr, "reprcrash", None)
     return text.message if text else str(report.longrepr).strip().splitlines()[-1]
+
+
+JUNIT_PROPERTIES = ("config", "flavour", "runner", "runner_version", "case", "clause", "known_issue",
+                    "expected", "observed", "reproducer")
+
+
+@pytest.hookimpl(hookwrapper=True)   # old-style: Debian's pluggy 1.0 in the container image
+def pytest_runtest_makereport(item, call):
+    """Give JUnit XML (which writes user_properties) one property per field of the record."""
+    report = (yield).get_result()
+    for name, value in list(report.user_properties):
+        if name == RECORD:
+            report.user_properties = [(name, value)] + [
+                (key, json.dumps(value[key]) if isinstance(value[key], (dict, list)) else value[key])
+                for key in JUNIT_PROPERTIES if value.get(key) is not None]
 
 
 @pytest.hookimpl(trylast=True)

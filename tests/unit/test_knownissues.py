@@ -62,3 +62,23 @@ def test_overlapping_records_are_an_error(tmp_path):
 
 def test_the_repository_file_loads():
     assert all(issue.evidence and issue.expected and issue.observed for issue in load_known_issues())
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('configs = ["i386", "arm*"]', 'configs = ["i386", "vax"]', "configs: 'vax' matches no configuration"),
+    ('cases = ["large-offsets/*"]', 'cases = ["large-offset/*"]', "cases: 'large-offset/*' matches no case"),
+    ('flavours = ["raw"]', 'flavours = ["bionic"]', "flavours: unknown ['bionic']"),
+    ('runner = "qemu-user"', 'runner = "bochs"', "runner: unknown 'bochs'"),
+])
+def test_a_record_must_name_what_exists(tmp_path, old, new, message):
+    from mmap2conf.cases import load_cases
+    from mmap2conf.model import FLAVOURS, RUNNER_KINDS, load_all
+    from mmap2conf.knownissues import check_references
+
+    path = tmp_path / "known-issues.toml"
+    path.write_text("\n\n" + RECORD.replace(old, new))
+    with pytest.raises(KnownIssueError) as error:
+        check_references(load_known_issues(path), load_all(), [c.key for c in load_cases()], FLAVOURS,
+                         RUNNER_KINDS, path)
+    assert f"{path}:5 (KI-example)" in str(error.value)
+    assert message in str(error.value)
