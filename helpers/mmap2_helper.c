@@ -1,26 +1,27 @@
 /* mmap2_helper.c: the compiled half of the mmap2 conformance suite.
  *
- * One source for every ABI and both flavours; helpers/PROTOCOL.md is the
+ * One source for every ABI and every flavour; helpers/PROTOCOL.md is the
  * contract with the harness. HELPER_ABI_H names the ABI stub (abi/<stub>.h):
  * a raw six-argument system call, the ABI's error convention and, for the
- * freestanding flavour, _start.
+ * freestanding flavour, _start. HELPER_FLAVOUR is the flavour's name.
  *
  *   raw   (HELPER_FREESTANDING): no libc; the call under test is the mmap2
  *         system call made through the stub.
- *   glibc (HELPER_GLIBC): the call under test is glibc's mmap or mmap64.
+ *   glibc, musl (HELPER_LIBC): the call under test is the libc's mmap or
+ *         mmap64 (musl's off_t is 64 bits, and its mmap64 is mmap).
  *
- * In both flavours every other system call (read, write, openat, llseek,
+ * In every flavour every other system call (read, write, openat, llseek,
  * pipe2, clone, wait4, ...) also goes through the stub, so the call under
  * test is the only thing that differs between them.
  */
 
 #include <stddef.h>		/* size_t, which the uapi signal.h needs */
-#ifdef HELPER_GLIBC
+#ifdef HELPER_LIBC
 #include <errno.h>
 #include <sys/mman.h>		/* mmap; mmap64 with _LARGEFILE64_SOURCE */
 #include <unistd.h>		/* sysconf */
 #endif
-/* Constants come from the kernel's uapi headers in both flavours, so the two
+/* Constants come from the kernel's uapi headers in every flavour, so the
  * flavours of one ABI report the same numbers. */
 #include <asm/unistd.h>
 #include <asm/errno.h>
@@ -45,11 +46,10 @@ typedef unsigned long long u64;
 #define BAD_FD 0x7fffffff	/* fd "bad": a number no process has open */
 #define DEFAULT_MARKERS 4096ULL	/* markers absent: blocks 0..4095 at most */
 
-#ifdef HELPER_GLIBC
-#define FLAVOUR "glibc"
-#else
-#define FLAVOUR "raw"
+#ifndef HELPER_FLAVOUR
+#error "build with -DHELPER_FLAVOUR=\"raw\" (or the libc's name): mmap2conf/build.py does"
 #endif
+#define FLAVOUR HELPER_FLAVOUR
 
 /* 32-bit ABIs seek with _llseek (llseek in asm-generic), 64-bit ones lseek. */
 #if defined(__NR__llseek)
@@ -112,6 +112,31 @@ static long seek_to(int fd, u64 off)
 #endif
 }
 
+/* Waits for a child and returns wait4's status word. The ABIs that are new
+ * since the 64-bit time_t work (riscv32) have no wait4, only waitid: there the
+ * siginfo is turned into the same status word. */
+#ifdef __NR_wait4
+static long wait_child(long pid, int *status)
+{
+	return sys(__NR_wait4, pid, (ulong)status, 0, 0, 0);
+}
+#else
+#include <asm/siginfo.h>
+#include <linux/wait.h>
+static long wait_child(long pid, int *status)
+{
+	siginfo_t si;
+	long r = sys(__NR_waitid, P_PID, pid, (ulong)&si, WEXITED, 0);
+	if (r < 0)
+		return r;
+	if (si.si_code == CLD_EXITED)
+		*status = (si.si_status & 0xff) << 8;
+	else
+		*status = (si.si_status & 0x7f) | (si.si_code == CLD_DUMPED ? 0x80 : 0);
+	return pid;
+}
+#endif
+
 /* ---- name tables ---- */
 
 struct name { const char *name; ulong val; };
@@ -148,7 +173,7 @@ static const struct name other_consts[] = {
 
 enum { C_MMAP2, C_MMAP, C_MMAP64 };
 static const char *const call_names[] = { "mmap2", "mmap", "mmap64", 0 };
-#ifdef HELPER_GLIBC
+#ifdef HELPER_LIBC
 #define CALLS_OFFERED (1 << C_MMAP | 1 << C_MMAP64)
 #elif defined(__NR_mmap2)
 #define CALLS_OFFERED (1 << C_MMAP2)
@@ -575,7 +600,7 @@ static void do_probe(const char *id)
 	else
 		puts_(&out, "null");
 	put_key(&out, "sysconf_pagesz");
-#ifdef HELPER_GLIBC
+#ifdef HELPER_LIBC
 	put_u64(&out, sysconf(_SC_PAGESIZE));
 #else
 	puts_(&out, "null");
@@ -762,7 +787,7 @@ static void run_case(void)
 		setup_error("capset", r);
 	addr = cs.addr_from_premap ? premap + cs.delta : cs.addr;
 
-#ifdef HELPER_GLIBC
+#ifdef HELPER_LIBC
 	{
 		void *p;
 		errno = 0;
@@ -882,7 +907,7 @@ static void do_call(const char *id)
 			putch(&cb, tmp[i]);
 	}
 	sys(__NR_close, p[0], 0, 0, 0, 0);
-	while ((r = sys(__NR_wait4, pid, (ulong)&status, 0, 0, 0)) == -EINTR)
+	while ((r = wait_child(pid, &status)) == -EINTR)
 		;
 
 	if (cb.len) {

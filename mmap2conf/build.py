@@ -4,18 +4,29 @@ A helper is cached under a key made of the sources, the command line and the
 compiler's version, so changing any of them rebuilds it and nothing else.
 Builds take a file lock and publish with an atomic rename, so pytest-xdist
 workers that need the same helper build it once.
+
+A flavour's compiler is a command from arches/ (``cc``), which may be a recipe:
+words in braces are filled in here (RECIPE_VALUES), so that, say, zig from the
+pinned ``ziglang`` package runs as ``{python} -m ziglang cc`` with this very
+interpreter. zig keeps the libcs it builds (musl, ~40 s per target the first
+time) in its global cache, which lives under CACHE_DIR: it survives between
+runs and is shared by the xdist workers.
 """
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import os
+import re
+import shlex
 import shutil
 import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
-from .model import HELPERS_DIR, REPO, Config, ModelError
+from .model import HELPERS_DIR, RECIPE_WORDS, REPO, Config, ModelError
 from .verify import verify_helper
 
 HELPER_SOURCE = HELPERS_DIR / "mmap2_helper.c"
@@ -23,37 +34,81 @@ CACHE_DIR = Path(os.environ.get("MMAP2CONF_CACHE", REPO / ".cache"))
 BUILD_TIMEOUT = 300
 
 # Freestanding: the helper brings its own _start and syscall stub, so nothing of
-# a libc may be linked or called implicitly (builtins, loop-to-memset, unwind tables).
+# a libc may be linked or called implicitly (builtins, unwind tables). What only
+# one compiler needs for that (gcc's -fno-tree-loop-distribute-patterns, -lgcc)
+# is in the flavour's cflags in arches/.
 RAW_FLAGS = ("-O2", "-static", "-nostdlib", "-ffreestanding", "-fno-builtin",
-             "-fno-stack-protector", "-fno-pic", "-no-pie", "-fno-tree-loop-distribute-patterns",
+             "-fno-stack-protector", "-fno-pic", "-no-pie",
              "-fno-asynchronous-unwind-tables", "-DHELPER_FREESTANDING")
-# 32-bit off_t stays the default so that mmap() is the ABI's own 32-bit off_t entry point.
-GLIBC_FLAGS = ("-O2", "-static", "-no-pie", "-D_LARGEFILE64_SOURCE", "-DHELPER_GLIBC")
+# Every libc flavour (glibc, musl): the call under test is the libc's mmap/mmap64.
+# 32-bit off_t stays glibc's default so that mmap() is the ABI's own 32-bit off_t
+# entry point (musl's off_t is 64 bits whatever the flags).
+LIBC_FLAGS = ("-O2", "-static", "-no-pie", "-D_LARGEFILE64_SOURCE", "-DHELPER_LIBC")
 
 
 class BuildError(Exception):
     pass
 
 
+def _zig_lib() -> str:
+    """The lib directory of the ziglang package: zig's bundled libc and kernel headers."""
+    spec = importlib.util.find_spec("ziglang")
+    if spec is None or not spec.submodule_search_locations:
+        raise BuildError(f"the ziglang package is not installed for {sys.executable} "
+                         "(it is pinned in requirements.txt: run `make bootstrap`)")
+    return str(Path(spec.submodule_search_locations[0]) / "lib")
+
+
+# What each recipe word in a cc command or a cflag stands for (model.RECIPE_WORDS).
+RECIPE_VALUES = {"python": lambda: sys.executable, "zig_lib": _zig_lib}
+assert set(RECIPE_VALUES) == set(RECIPE_WORDS)
+
+
+def _fill(text: str) -> str:
+    """Fill the recipe words of one word of a command line ({python}, {zig_lib})."""
+    return re.sub(r"\{(\w+)\}", lambda m: RECIPE_VALUES[m.group(1)](), text)
+
+
+def compiler(cc: str) -> list[str]:
+    """The compiler command of a flavour's ``cc``, recipe words filled in."""
+    return [_fill(word) for word in shlex.split(cc)]
+
+
+def build_environment() -> dict[str, str]:
+    """zig's caches under CACHE_DIR: kept between runs, shared by the workers."""
+    zig_cache = str(CACHE_DIR / "zig")
+    return {**os.environ, "ZIG_GLOBAL_CACHE_DIR": zig_cache, "ZIG_LOCAL_CACHE_DIR": zig_cache}
+
+
 def compile_command(config: Config, flavour: str, output: Path) -> list[str]:
+    """The flavour's own flags come after the source, so that a library they
+    name (-lgcc) is searched after it; include and define flags work anywhere."""
     spec = config.flavours[flavour]
-    common = RAW_FLAGS if flavour == "raw" else GLIBC_FLAGS
-    command = [spec.cc, *common, f'-DHELPER_ABI_H="abi/{config.stub}.h"', "-I", str(HELPERS_DIR),
-               *(_resolve(flag) for flag in spec.cflags), "-o", str(output), str(HELPER_SOURCE)]
-    return command + (["-lgcc"] if flavour == "raw" else [])
+    common = RAW_FLAGS if flavour == "raw" else LIBC_FLAGS
+    return [*compiler(spec.cc), *common, f'-DHELPER_FLAVOUR="{flavour}"',
+            f'-DHELPER_ABI_H="abi/{config.stub}.h"', "-I", str(HELPERS_DIR),
+            "-o", str(output), str(HELPER_SOURCE), *(_resolve(flag) for flag in spec.cflags)]
 
 
 def _resolve(flag: str) -> str:
     """Flags in arches/ name repository paths relative to the repository root."""
-    return str(REPO / flag) if flag.startswith("helpers/") else flag
+    return str(REPO / flag) if flag.startswith("helpers/") else _fill(flag)
 
 
 @lru_cache(maxsize=None)
 def compiler_version(cc: str) -> str:
-    if shutil.which(cc) is None:
-        raise BuildError(f"compiler {cc} not found on PATH (run `make bootstrap`)")
-    return subprocess.run([cc, "--version"], capture_output=True, text=True, check=True,
-                          timeout=60).stdout.splitlines()[0]
+    command = compiler(cc)
+    if shutil.which(command[0]) is None:
+        raise BuildError(f"compiler {command[0]} not found on PATH (run `make bootstrap`)")
+    try:
+        result = subprocess.run([*command, "--version"], capture_output=True, text=True,
+                                timeout=60, env=build_environment())
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{shlex.join(command)} --version did not answer in 60 s") from None
+    if result.returncode != 0 or not result.stdout.strip():
+        raise BuildError(f"{shlex.join(command)} --version failed (run `make bootstrap`): "
+                         f"{result.stderr.strip()[-500:]}")
+    return result.stdout.splitlines()[0]
 
 
 def _sources_digest() -> str:
@@ -79,7 +134,8 @@ def helper_path(config: Config, flavour: str) -> Path:
         if not target.exists():
             partial = target.with_suffix(".partial")
             command = compile_command(config, flavour, partial)
-            result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+            result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                                    env=build_environment())
             if result.returncode != 0:
                 partial.unlink(missing_ok=True)
                 raise BuildError(f"building the {flavour} helper for {config.name} failed:\n"
@@ -97,9 +153,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python3 -m mmap2conf.build", description=main.__doc__)
     parser.add_argument("--all", action="store_true", required=True, help="every configuration and flavour")
-    parser.parse_args(argv)
+    parser.add_argument("--libc", metavar="FLAVOUR[,FLAVOUR]",
+                        help="only these flavours (default: every one a configuration has)")
+    args = parser.parse_args(argv)
+    chosen = set(args.libc.split(",")) if args.libc else None
     for config in load_all().values():
         for flavour in config.flavours:
+            if chosen is not None and flavour not in chosen:
+                continue
             print(f"{config.name}/{flavour}: {helper_path(config, flavour)}", flush=True)
     return 0
 

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model import REPO, ROW_FACTS
+from .model import FLAVOURS, LIBC_FLAVOURS, REPO, ROW_FACTS
 
 CASES_DIR = REPO / "tests" / "cases"
 CLAUSES_FILE = REPO / "tests" / "clauses.toml"
@@ -29,7 +29,7 @@ STR_INPUTS = {"prot": None, "flags": None, "addr_from": ("premap",),
               "fd": ("none", "file", "closed", "bad", "devzero", "pipe", "dir"), "open": None}
 LIST_INPUTS = ("markers", "reads")
 MAX_READS = 16
-META = ("id", "clause", "call", "op", "check", "expect", "source", "trace", "requires", "scratch")
+META = ("id", "clause", "call", "op", "check", "expect", "source", "trace", "requires", "scratch", "flavours")
 SCRATCH = ("noexec", "large")
 PROT_TOKENS = {"NONE", "READ", "WRITE", "EXEC", "SEM"}
 FLAG_TOKENS = {"SHARED", "PRIVATE", "SHARED_VALIDATE", "FIXED", "FIXED_NOREPLACE", "ANONYMOUS",
@@ -69,6 +69,7 @@ class Case:
     trace: bool | str = False  # check libc's system call from a tracer; "no-syscall": it made none
     requires: str | None = None  # "fact=value": the row applies only where arches/ says so
     scratch: str | None = None   # a special scratch directory the helper's files need
+    flavours: tuple[str, ...] | None = None  # the row applies to these flavours only (a libc's own behaviour)
 
     @property
     def key(self) -> str:
@@ -77,6 +78,13 @@ class Case:
     @property
     def where(self) -> str:
         return f"{self.path.relative_to(REPO) if self.path.is_relative_to(REPO) else self.path}:{self.line}"
+
+    def not_for_flavour(self, flavour: str) -> str | None:
+        """Why the row does not apply to ``flavour`` (an n.a. reason), or None if it does."""
+        if self.flavours is None or flavour in self.flavours:
+            return None
+        return (f"n.a.: the row checks {' and '.join(self.flavours)} only (its source is that "
+                f"libc's own code); this is the {flavour} flavour")
 
     def expectation_for(self, runner_kind: str) -> str:
         if isinstance(self.expect, str):
@@ -200,6 +208,8 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
         if name not in choices or str(value).lower() not in [str(v).lower() for v in choices[name][1]]:
             raise CaseError(f"{where}: requires must be NAME=VALUE with a fact of arches/ "
                             f"({', '.join(f'{n}={v}' for n, (_, vs) in ROW_FACTS.items() for v in vs)})")
+    if "flavours" in row:
+        _check_flavours(row, where)
     if row.get("scratch", SCRATCH[0]) not in SCRATCH:
         raise CaseError(f"{where}: scratch must be one of {', '.join(SCRATCH)}")
     if row.get("trace", False) not in (True, False, "no-syscall") or (row.get("trace") and row.get("call") == "mmap2"):
@@ -230,6 +240,25 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
             evaluate(item, {"page": 4096, "unit": 4096}, where)
 
 
+def _check_flavours(row: dict, where: str) -> None:
+    """flavours = [...]: the helper flavours a row applies to; they must be able to make its call."""
+    value = row["flavours"]
+    if not isinstance(value, list) or not value or not all(isinstance(f, str) for f in value):
+        raise CaseError(f"{where}: flavours must be a non-empty list of flavour names")
+    unknown = [f for f in value if f not in FLAVOURS]
+    if unknown:
+        raise CaseError(f"{where}: flavours: unknown flavour {unknown[0]!r} (known: {', '.join(FLAVOURS)})")
+    if len(set(value)) != len(value):
+        raise CaseError(f"{where}: flavours: {value!r} names a flavour twice")
+    if row.get("op", "call") == "call":
+        able = ("raw",) if row.get("call") == "mmap2" else LIBC_FLAVOURS
+        wrong = [f for f in value if f not in able]
+        if wrong:
+            raise CaseError(f"{where}: flavours: the {wrong[0]} flavour cannot make a {row.get('call')} call "
+                            f"(mmap2 is the raw flavour's, mmap and mmap64 are the libcs': "
+                            f"{', '.join(LIBC_FLAVOURS)})")
+
+
 def load_table(path: Path, clauses: dict) -> list[Case]:
     text = path.read_text()
     try:
@@ -253,7 +282,8 @@ def load_table(path: Path, clauses: dict) -> list[Case]:
                           op=row.get("op", "call"), call=row.get("call"), check=row.get("check"),
                           expect=row["expect"], source=row["source"], inputs=inputs,
                           trace=row.get("trace", False), requires=row.get("requires"),
-                          scratch=row.get("scratch")))
+                          scratch=row.get("scratch"),
+                          flavours=tuple(row["flavours"]) if "flavours" in row else None))
     if not cases:
         raise CaseError(f"{path}: no [[case]] rows")
     return cases

@@ -6,6 +6,7 @@ error naming the file and the key: nothing is defaulted per ABI.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,14 @@ MISALIGNED = ("EINVAL", "unreachable")
 # [runners.<kind>] tables name the kernel and the machine (KernelSpec).
 KERNEL_RUNNER_KINDS = ("linux-32", "linux-16k", "linux-64bit-4k")
 RUNNER_KINDS = ("qemu-user", "native", *KERNEL_RUNNER_KINDS)
-FLAVOURS = ("raw", "glibc")
+# raw: freestanding, the system call itself; every other flavour is a libc whose
+# mmap()/mmap64() are under test (the cases with libc calls run through each).
+FLAVOURS = ("raw", "glibc", "musl")
+LIBC_FLAVOURS = FLAVOURS[1:]
+# Words in braces that a flavour's cc and cflags may use; build.RECIPE_VALUES fills
+# them in: {python} is the interpreter running the suite (zig comes from the pinned
+# ziglang package: "{python} -m ziglang cc"), {zig_lib} that package's lib directory.
+RECIPE_WORDS = ("python", "zig_lib")
 # Per-ABI answers that case rows refer to ("fact:NAME" expectations, "NAME=VALUE"
 # requirements), with the values each may take; required wherever mmap2 exists.
 ROW_FACTS = {
@@ -31,7 +39,9 @@ ROW_FACTS = {
     "argument_passing": (str, ("registers", "stack-5-6", "block")),
     "high_addresses": (bool, (True, False)),
 }
-ELF_MACHINES = ("EM_386", "EM_X86_64", "EM_ARM", "EM_MIPS", "EM_PPC", "EM_OPENRISC", "EM_SPARC32PLUS")
+# e_machine names as pyelftools spells them (EM_QDSP6 is Hexagon, EM_SPARCV9 64-bit SPARC).
+ELF_MACHINES = ("EM_386", "EM_X86_64", "EM_ARM", "EM_MIPS", "EM_PPC", "EM_OPENRISC", "EM_SPARC32PLUS",
+                "EM_68K", "EM_PARISC", "EM_QDSP6", "EM_RISCV", "EM_AARCH64", "EM_SPARCV9")
 
 
 class ModelError(Exception):
@@ -214,6 +224,14 @@ def _kernel_spec(spec: _Table) -> KernelSpec:
     return KernelSpec(package, kernel, qemu_system, tuple(machine_args), console)
 
 
+def _check_recipe_words(table: _Table, key: str, words: list[str]) -> None:
+    for word in words:
+        for name in re.findall(r"\{([^}]*)\}", word):
+            if name not in RECIPE_WORDS:
+                raise table.error(key, f"unknown recipe word {{{name}}} in {word!r} "
+                                       f"(known: {', '.join('{' + w + '}' for w in RECIPE_WORDS)})")
+
+
 def load_config(path: Path) -> Config:
     top = _Table(_read_toml(path), path, "top")
     name = top.get("name", str)
@@ -273,8 +291,15 @@ def load_config(path: Path) -> Config:
         if fname not in FLAVOURS:
             raise flavours_table.error(fname, f"unknown flavour (known: {', '.join(FLAVOURS)})")
         spec = flavours_table.sub(fname)
-        flavours[fname] = Flavour(fname, spec.get("cc", str), tuple(spec.get("cflags", list)),
-                                  tuple(spec.get("apt", list)))
+        cc, cflags, apt = spec.get("cc", str), spec.get("cflags", list), spec.get("apt", list)
+        if not cc.strip():
+            raise spec.error("cc", "is empty")
+        for key, words in (("cc", [cc]), ("cflags", cflags), ("apt", apt)):
+            if not all(isinstance(word, str) and word for word in words):
+                raise spec.error(key, "expected non-empty strings")
+            if key != "apt":
+                _check_recipe_words(spec, key, words)
+        flavours[fname] = Flavour(fname, cc, tuple(cflags), tuple(apt))
         spec.done()
     flavours_table.done()
     if "raw" not in flavours:

@@ -167,6 +167,8 @@ def _instances_for(config, flavour, kind, case):
     reason = None
     if wants_raw and not config.has_mmap2:
         reason = f"n.a.: {config.name} has no mmap2 ({config.mmap2_nr.source})"
+    elif case.not_for_flavour(flavour):
+        reason = case.not_for_flavour(flavour)
     elif case.trace and RUNNER_CLASSES[kind].trace_shows is None:
         reason = f"n.a.: the {kind} runner has no system call tracer (the row checks libc's system call)"
     elif case.requires:

@@ -85,3 +85,34 @@ def test_rows_may_only_refer_to_facts_that_exist(tmp_path, line, new, message):
     path.write_text(FIRST_ROW + "\n" + "\n".join(second) + "\n")
     with pytest.raises(CaseError, match=message):
         load_table(path, CLAUSES)
+
+
+@pytest.mark.parametrize("line, new, message", [
+    (None, 'flavours = ["bionic"]', "flavours: unknown flavour 'bionic'"),
+    (None, 'flavours = []', "flavours must be a non-empty list"),
+    (None, 'flavours = "musl"', "flavours must be a non-empty list"),
+    (None, 'flavours = ["raw", "raw"]', "names a flavour twice"),
+    (None, 'flavours = ["musl"]', "the musl flavour cannot make a mmap2 call"),
+    (3, 'call = "mmap"\nflavours = ["raw"]', "the raw flavour cannot make a mmap call"),
+])
+def test_a_rows_flavours_must_be_able_to_make_its_call(tmp_path, line, new, message):
+    second = list(SECOND_ROW)
+    if line is None:
+        second.append(new)
+    else:
+        second[line] = new
+    path = tmp_path / "table.toml"
+    path.write_text(FIRST_ROW + "\n" + "\n".join(second) + "\n")
+    with pytest.raises(CaseError) as error:
+        load_table(path, CLAUSES)
+    assert f"{path}:11:" in str(error.value)
+    assert message in str(error.value)
+
+
+def test_a_row_for_one_libc_is_not_applicable_to_the_others():
+    rows = {c.key: c for c in load_cases()}
+    musl_only = rows["libc-limits/musl-length-ptrdiff-max"]
+    assert musl_only.flavours == ("musl",)
+    assert musl_only.not_for_flavour("musl") is None
+    assert musl_only.not_for_flavour("glibc").startswith("n.a.: the row checks musl only")
+    assert rows["libc-limits/mmap64-offset=4097"].not_for_flavour("glibc") is None

@@ -7,7 +7,8 @@ from mmap2conf.model import ModelError, load_all, load_config
 
 def test_every_configuration_loads_with_a_source_for_each_fact():
     configs = load_all()
-    assert {"i386", "arm", "armhf", "mips", "mipsel", "ppc", "or1k", "sparc32plus", "x86_64"} <= set(configs)
+    assert {"i386", "arm", "armhf", "mips", "mipsel", "ppc", "or1k", "sparc32plus", "x86_64", "m68k", "hppa",
+            "hexagon", "riscv32", "aarch64", "sparc64", "mips64"} <= set(configs)
     for config in configs.values():
         facts = [config.mmap2_nr, config.error_convention, config.errno_family,
                  *(spec.page_size for spec in config.runners.values())]
@@ -38,6 +39,11 @@ def test_the_ia64_like_configuration_has_page_units_and_a_non_4096_page():
     ('binary = "qemu-i386-static"\n', '', "[runners.qemu-user] binary: missing"),
     ('name = "i386"', 'name = "i486"', "does not match the file name"),
     ('[flavours.raw]', '[flavours.bionic]', "[flavours] bionic: unknown flavour"),
+    ('cc = "i686-linux-gnu-gcc"', 'cc = "{ruby} i686-linux-gnu-gcc"', "[flavours.raw] cc: unknown recipe word {ruby}"),
+    ('cflags = ["-fno-tree', 'cflags = ["-I{zig_include}", "-fno-tree', "[flavours.raw] cflags: unknown recipe word {zig_include}"),
+    ('cc = "i686-linux-gnu-gcc"', 'cc = " "', "[flavours.raw] cc: is empty"),
+    ('apt = ["gcc-i686-linux-gnu"]', 'apt = ["gcc-i686-linux-gnu", ""]', "[flavours.raw] apt: expected non-empty strings"),
+    ('machine = "EM_386"', 'machine = "EM_VAX"', "[elf] machine: 'EM_VAX' is not one of"),
 ])
 def test_a_malformed_file_is_an_error_naming_file_and_key(arches_copy, edit, old, new, message):
     path = arches_copy / "i386.toml"
@@ -80,3 +86,27 @@ def test_errno_tables_give_each_family_its_own_numbers():
     assert configs["mips"].errno.name_of(79) == "EOVERFLOW"
     with pytest.raises(ModelError, match="EWHATEVER"):
         configs["i386"].errno.number_of("EWHATEVER")
+
+
+def test_musl_sits_beside_glibc_and_takes_its_compiler_from_a_recipe():
+    configs = load_all()
+    with_musl = {name for name, config in configs.items() if "musl" in config.flavours}
+    assert with_musl == {"i386", "arm", "armhf", "mips", "mipsel", "ppc", "hexagon", "riscv32"}
+    for name in with_musl:
+        musl = configs[name].flavours["musl"]
+        assert musl.cc == "{python} -m ziglang cc" and musl.cflags[0] == "-target"
+    assert configs["hexagon"].flavours["raw"].cflags[:2] == ("-target", "hexagon-linux-none")
+
+
+def test_the_new_abis_state_their_facts():
+    configs = load_all()
+    assert configs["hppa"].mmap2_nr.value == 89 and configs["hppa"].errno.number_of("EOVERFLOW") == 72
+    assert configs["m68k"].offset_unit.value == "page"
+    hexagon = configs["hexagon"]
+    assert hexagon.offset_unit.value == "page" and hexagon.runners["qemu-user"].page_size.value == 65536
+    assert configs["riscv32"].mmap2_nr.value == 222
+    for control in ("aarch64", "sparc64", "mips64", "x86_64"):
+        assert not configs[control].has_mmap2 and configs[control].elf_class == 64
+    for config in configs.values():
+        if config.has_mmap2:
+            assert set(config.row_facts) == {"unknown_prot", "oversized_len", "argument_passing", "high_addresses"}

@@ -1,0 +1,47 @@
+"""Flavours in the generated matrix: every libc row runs through every libc a
+configuration has (glibc and musl alike), rows for one libc are n.a. elsewhere
+with a reason, and the raw rows stay with the raw flavour."""
+from mmap2conf import plugin
+from mmap2conf.cases import load_cases
+from mmap2conf.model import LIBC_FLAVOURS, load_all
+
+CONFIGS = load_all()
+CASES = load_cases()
+
+
+def instances(config, flavour, kind="qemu-user"):
+    return {i.case.key: i for case in CASES for i in plugin._instances_for(config, flavour, kind, case)}
+
+
+def test_every_row_that_runs_through_glibc_also_runs_through_musl():
+    for config in CONFIGS.values():
+        if not {"glibc", "musl"} <= set(config.flavours):
+            continue
+        glibc, musl = instances(config, "glibc"), instances(config, "musl")
+        assert set(glibc) == set(musl), config.name
+        for key, instance in glibc.items():
+            if instance.not_applicable is None and instance.case.flavours is None:
+                assert musl[key].not_applicable is None, (config.name, key)
+
+
+def test_a_row_for_one_libc_shows_as_na_for_the_other_with_its_reason():
+    config = CONFIGS["i386"]
+    musl_row = instances(config, "glibc")["libc-limits/musl-length-ptrdiff-max"]
+    assert musl_row.not_applicable.startswith("n.a.: the row checks musl only")
+    glibc_row = instances(config, "musl")["libc-limits/glibc-length-4gib-less-a-page"]
+    assert glibc_row.not_applicable.startswith("n.a.: the row checks glibc only")
+    assert instances(config, "musl")["libc-limits/musl-length-ptrdiff-max"].not_applicable is None
+
+
+def test_the_wrapper_check_runs_for_every_libc_flavour_of_every_configuration():
+    for config in CONFIGS.values():
+        for flavour in set(config.flavours) & set(LIBC_FLAVOURS):
+            traced = [i for i in instances(config, flavour).values()
+                      if i.case.table == "glibc-wrapper" and i.not_applicable is None]
+            assert {i.case.call for i in traced} == {"mmap", "mmap64"}, (config.name, flavour)
+
+
+def test_raw_rows_never_reach_a_libc_flavour():
+    config = CONFIGS["hexagon"]
+    assert all(i.case.call in ("mmap", "mmap64", None) for i in instances(config, "musl").values())
+    assert all(i.case.call in ("mmap2", None) for i in instances(config, "raw").values())
