@@ -3,12 +3,7 @@
 # installs nothing the second time.
 PYTHON ?= python3
 VENV := .venv
-# In the container image the Python packages are Debian's (docker/Dockerfile).
-ifeq ($(MMAP2CONF_PYTHON),system)
-PY := python3
-else
 PY := $(VENV)/bin/python
-endif
 # pytest-xdist workers; at the current size a serial run is as fast (see bench/).
 JOBS ?= 0
 REPORTS := reports

@@ -6,9 +6,9 @@ come from arches/*.toml (each flavour's compiler) and from the runners; the
 Python packages are the pinned requirements.txt, installed into .venv. A second
 run finds everything present and installs nothing.
 
-With MMAP2CONF_PYTHON=system (the container image, docker/Dockerfile) the Python
-packages come from Debian instead, as pip may not reach PyPI from a container,
-and the browser and the container engine are left out.
+With MMAP2CONF_IMAGE=1 (the container image, docker/Dockerfile) the browser and
+the container engine are left out: the image runs the suite, not its reports'
+browser test nor the docker runner.
 """
 from __future__ import annotations
 
@@ -26,19 +26,14 @@ VENV = REPO / ".venv"
 REQUIREMENTS = REPO / "requirements.txt"
 PYPROJECT = REPO / "pyproject.toml"
 RUNNER_PACKAGES = {kind: runner.apt for kind, runner in RUNNER_CLASSES.items()}
+BASE_PACKAGES = ("python3-venv", "make")
 # chromium: the HTML report's screenshot and its browser test (chromium-driver);
 # the docker runner's engine and base-image tools: it serves every qemu-user configuration.
-BASE_PACKAGES = ("python3-venv", "make", "chromium", "chromium-driver", *Docker.apt)
-SYSTEM_PYTHON_PACKAGES = ("make", "python3-pytest", "python3-pytest-xdist", "python3-pyelftools",
-                          "python3-packaging")
-
-
-def system_python() -> bool:
-    return os.environ.get("MMAP2CONF_PYTHON") == "system"
+HOST_PACKAGES = ("chromium", "chromium-driver", *Docker.apt)
 
 
 def apt_packages() -> list[str]:
-    wanted = set(SYSTEM_PYTHON_PACKAGES if system_python() else BASE_PACKAGES)
+    wanted = set(BASE_PACKAGES if os.environ.get("MMAP2CONF_IMAGE") else BASE_PACKAGES + HOST_PACKAGES)
     for config in load_all().values():
         for flavour in config.flavours.values():
             wanted.update(flavour.apt)
@@ -93,8 +88,7 @@ def install_venv() -> None:
 
 def main() -> None:
     install_apt()
-    if not system_python():
-        install_venv()
+    install_venv()
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run the conformance cases and write the reports")
     run_parser.add_argument("--arch", help="configurations or tags, comma-separated (default: all)")
-    run_parser.add_argument("--libc", help="flavours: raw, glibc (default: all)")
+    run_parser.add_argument("--libc", help="flavours: raw, glibc, musl (default: all)")
     run_parser.add_argument("--runner", help="runner kinds, comma-separated (default: all)")
     run_parser.add_argument("--qemu-dir", help="take qemu-<arch>-static from this directory")
     run_parser.add_argument("--require-all", action="store_true", help="fail instead of skipping what cannot run")

@@ -23,6 +23,8 @@ from .model import REPO
 BASE_IMAGE = "debian:bookworm"
 IMAGE = "mmap2-conformance:dev"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
+# A noexec tmpfs for the EPERM case: a container cannot mount one itself (scratch.py finds it).
+NOEXEC_TMPFS = "/mnt/noexec:rw,noexec,nosuid,nodev,size=16m"
 START_TIMEOUT = 60
 BUILD_TIMEOUT = 1800
 DEBOOTSTRAP_TIMEOUT = 600
@@ -160,8 +162,16 @@ def _debian_mirror() -> str:
 
 
 def build_image(engine: Engine, tag: str = IMAGE) -> None:
-    # --network=host: apt inside the build reaches the Debian mirror the host uses.
-    result = engine.run("build", "--network=host", "-f", str(DOCKERFILE), "-t", tag, str(REPO),
-                        timeout=BUILD_TIMEOUT)
+    """Build docker/Dockerfile from a copy of the repository, with the host's trust store
+    added as docker/extra-ca.crt so that pip in the build trusts what the host trusts."""
+    with tempfile.TemporaryDirectory(prefix="mmap2conf-context-") as context:
+        shutil.copytree(REPO, context, dirs_exist_ok=True, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", ".venv", ".cache", ".tox", "reports", "__pycache__"))
+        trust = Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
+        if trust.is_file():
+            shutil.copy(trust, Path(context) / "docker" / "extra-ca.crt")
+        # --network=host: apt and pip inside the build reach what the host reaches.
+        result = engine.run("build", "--network=host", "-f", str(Path(context) / "docker" / "Dockerfile"),
+                            "-t", tag, context, timeout=BUILD_TIMEOUT)
     if result.returncode != 0:
         raise EngineUnavailable(f"building {tag} failed:\n{(result.stdout + result.stderr)[-3000:]}")

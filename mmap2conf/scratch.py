@@ -14,6 +14,7 @@ from pathlib import Path
 
 KINDS = (None, "noexec", "large")
 MOUNT_TIMEOUT = 30
+MOUNT_SOURCE = "mmap2conf-noexec"   # the name of the tmpfs mounts the suite makes itself
 # The largest file a case makes: pgoff 0xFFFFFFFE in 8 KiB units, plus a page.
 LARGEST_FILE = (0xFFFFFFFF << 13) + 8192
 
@@ -59,19 +60,35 @@ def make(kind: str | None) -> Path:
     root, _, large_files_unavailable = scratch_root()
     if kind == "large" and large_files_unavailable:
         raise ScratchUnavailable(large_files_unavailable)
+    if kind == "noexec":
+        existing = _writable_noexec_tmpfs()
+        if existing:   # e.g. docker run --tmpfs /mnt/noexec:noexec, or a noexec /dev/shm: no root needed
+            return Path(tempfile.mkdtemp(prefix="mmap2conf-", dir=existing))
     path = Path(tempfile.mkdtemp(prefix="mmap2conf-", dir=root))
     if kind == "noexec":
         # A small tmpfs of our own: PROT_EXEC on its files must fail with EPERM (mmap(2) ERRORS).
         result = subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec,nosuid,nodev,size=16m",
-                                 "mmap2conf-noexec", str(path)], capture_output=True, text=True,
+                                 MOUNT_SOURCE, str(path)], capture_output=True, text=True,
                                 timeout=MOUNT_TIMEOUT)
         if result.returncode != 0:
             path.rmdir()
-            raise ScratchUnavailable(f"cannot mount a noexec tmpfs (needs root): {result.stderr.strip()}")
+            raise ScratchUnavailable(f"no writable noexec tmpfs is mounted, and mounting one failed "
+                                     f"(needs root, or run the container with --tmpfs /mnt/noexec:noexec): "
+                                     f"{result.stderr.strip()}")
     return path
 
 
+def _writable_noexec_tmpfs() -> str | None:
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            source, mount_point, fs, options, *_ = line.split()
+            if (fs == "tmpfs" and "noexec" in options.split(",") and source != MOUNT_SOURCE
+                    and os.access(mount_point, os.W_OK)):
+                return mount_point
+    return None
+
+
 def remove(kind: str | None, path: Path) -> None:
-    if kind == "noexec":
+    if kind == "noexec" and os.path.ismount(path):
         subprocess.run(["umount", str(path)], capture_output=True, timeout=MOUNT_TIMEOUT)
     shutil.rmtree(path, ignore_errors=True)

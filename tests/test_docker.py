@@ -40,7 +40,8 @@ def engine(request):
 def test_the_image_runs_the_suite_and_prints_the_matrix(engine, tmp_path):
     reports = tmp_path / "reports"
     reports.mkdir()
-    result = engine.run("run", "--rm", "--network=none", "-v", f"{reports}:/opt/mmap2-conformance/reports",
+    result = engine.run("run", "--rm", "--network=none", "--tmpfs", containers.NOEXEC_TMPFS,
+                        "-v", f"{reports}:/opt/mmap2-conformance/reports",
                         containers.IMAGE, "make", "conformance", f"ARGS=--arch {ARCHES} -q",
                         timeout=RUN_TIMEOUT)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
