@@ -6,7 +6,9 @@
  * freestanding flavour, _start. HELPER_FLAVOUR is the flavour's name.
  *
  *   raw   (HELPER_FREESTANDING): no libc; the call under test is the mmap2
- *         system call made through the stub.
+ *         system call made through the stub, or one of the two file calls
+ *         (extend: the write that sets the file's size; open: reopening it),
+ *         which every ABI has, the 64-bit controls too.
  *   glibc, musl (HELPER_LIBC): the call under test is the libc's mmap or
  *         mmap64 (musl's off_t is 64 bits, and its mmap64 is mmap).
  *
@@ -59,8 +61,8 @@ typedef unsigned long long u64;
 #endif
 
 /* The premap uses mmap2 where it exists; else (64-bit) mmap takes six
- * plain arguments. Without mmap2 the raw flavour offers no call, so NR_MMAP2
- * is never used there. */
+ * plain arguments. Without mmap2 the raw flavour does not offer it, so
+ * NR_MMAP2 is never used there. */
 #ifdef __NR_mmap2
 #define NR_MMAP2 __NR_mmap2
 #define NR_PREMAP __NR_mmap2
@@ -171,14 +173,19 @@ static const struct name other_consts[] = {
 	N(O_CREAT), N(O_EXCL), N(O_DIRECTORY), { 0, 0 }
 };
 
-enum { C_MMAP2, C_MMAP, C_MMAP64 };
-static const char *const call_names[] = { "mmap2", "mmap", "mmap64", 0 };
+/* The mmap calls come first: every call from C_EXTEND on is a file call,
+ * which makes no mapping and takes only the keys of FILE_CALL_KEYS. */
+enum { C_MMAP2, C_MMAP, C_MMAP64, C_EXTEND, C_OPEN };
+static const char *const call_names[] = {
+	"mmap2", "mmap", "mmap64", "extend", "open", 0
+};
+#define FILE_CALLS (1 << C_EXTEND | 1 << C_OPEN)
 #ifdef HELPER_LIBC
 #define CALLS_OFFERED (1 << C_MMAP | 1 << C_MMAP64)
 #elif defined(__NR_mmap2)
-#define CALLS_OFFERED (1 << C_MMAP2)
+#define CALLS_OFFERED (1 << C_MMAP2 | FILE_CALLS)
 #else
-#define CALLS_OFFERED 0
+#define CALLS_OFFERED FILE_CALLS
 #endif
 
 enum { FD_NONE, FD_FILE, FD_CLOSED, FD_BAD, FD_DEVZERO, FD_PIPE, FD_DIR };
@@ -356,16 +363,16 @@ enum {
 	K_OP, K_ID, K_CALL, K_ADDR, K_ADDR_FROM, K_ADDR_DELTA, K_LEN, K_PROT,
 	K_PROT_RAW, K_FLAGS, K_FLAGS_RAW, K_OFFSET, K_FD, K_OPEN,
 	K_FILE_BLOCKS, K_MARKERS, K_PREMAP_LEN, K_PREMAP_ADDR, K_READS,
-	K_RLIMIT_MEMLOCK, K_DROP_CAPS, NKEYS
+	K_RLIMIT_MEMLOCK, K_DROP_CAPS, K_FORK, NKEYS
 };
 static const char *const key_names[] = {
 	"op", "id", "call", "addr", "addr_from", "addr_delta", "len", "prot",
 	"prot_raw", "flags", "flags_raw", "offset", "fd", "open",
 	"file_blocks", "markers", "premap_len", "premap_addr", "reads",
-	"rlimit_memlock", "drop_caps", 0
+	"rlimit_memlock", "drop_caps", "fork", 0
 };
 /* s: string, i: integer, a: integer array; one per key above. */
-static const char key_types[] = "sssisiisisiissiaiiaii";
+static const char key_types[] = "sssisiisisiissiaiiaiii";
 
 static struct {
 	unsigned long seen;	/* bit per key */
@@ -555,6 +562,8 @@ static const char *parse_line(char *line)
 }
 
 #define HAS(k) (rq.seen & 1UL << (k))
+#define FILE_CALL_KEYS (1UL << K_OP | 1UL << K_ID | 1UL << K_CALL | \
+			1UL << K_FILE_BLOCKS | 1UL << K_MARKERS | 1UL << K_OPEN)
 
 /* ---- probe ---- */
 
@@ -631,6 +640,7 @@ static void do_probe(const char *id)
 static struct {
 	int call, fd_kind, addr_from_premap, nmarkers, nreads;
 	int set_memlock, drop_caps;
+	int in_process;		/* "fork":0: no child, so a tracer sees one process */
 	ulong prot, flags, open_flags;
 	u64 addr, delta, len, offset, blocks, premap_len, premap_addr;
 	u64 memlock[2];		/* struct rlimit64: soft, hard */
@@ -638,8 +648,17 @@ static struct {
 	u64 seq;		/* case number, for a unique file name */
 } cs;
 
-static struct buf frag = { out_mem, 0, OUT_CAP };	/* the child's */
+static char frag_mem[OUT_CAP];	/* its own: a case in process runs beside `out` */
+static struct buf frag = { frag_mem, 0, OUT_CAP };
 static int frag_fd;
+
+/* A case ends its child; in process (a traced session: qemu -strace would
+ * interleave the lines of two processes) control goes back to the caller. */
+static void case_done(void)
+{
+	if (!cs.in_process)
+		sys_exit(0);
+}
 
 static void frag_flush(void)
 {
@@ -647,9 +666,14 @@ static void frag_flush(void)
 	frag.len = 0;
 }
 
+static char path[4096];
+static int named;	/* open: the file keeps its name until the call */
+
 static void setup_error(const char *what, long err)
 {
 	const char *en = errno_name(-err);
+	if (named)
+		sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
 	frag.len = 0;
 	puts_(&frag, "\"setup_error\":\"");
 	puts_(&frag, what);
@@ -662,20 +686,26 @@ static void setup_error(const char *what, long err)
 	}
 	puts_(&frag, "\"");
 	frag_flush();
+	/* Never returns, in process too: the case cannot go on (the harness
+	 * sees the helper end and starts another). */
 	sys_exit(0);
 }
 
-static char path[4096];
+static unsigned int last_block[BLOCK / 4];	/* extend: what it writes */
 
 /* The case's file: created, opened for the case, unlinked at once, then
  * filled through a second descriptor so that the case's open flags (say
- * RDONLY, or no LARGEFILE) do not limit the setup. */
+ * RDONLY, or no LARGEFILE) do not limit the setup. The file calls differ:
+ * extend gets that descriptor back, at the start of the last block, for the
+ * write that sets the size; open gets no descriptor, and the file keeps its
+ * name until the call under test has opened it again. */
 static int make_file(void)
 {
 	struct buf b = { path, 0, sizeof path - 1 };
 	unsigned int m[3];
 	u64 i, n;
 	long wfd, fd, r;
+	int k;
 
 	puts_(&b, dir);
 	puts_(&b, "/mmap2-helper.");
@@ -687,13 +717,19 @@ static int make_file(void)
 		setup_error("file name too long", 0);
 	if (cs.blocks > 1ULL << 50)
 		setup_error("file_blocks too large", 0);
+	if (cs.call == C_EXTEND && !cs.blocks)
+		setup_error("extend needs file_blocks of 1 or more", 0);
 
 	wfd = sys(__NR_openat, AT_FDCWD, (ulong)path,
 		  O_RDWR | O_CREAT | O_EXCL | O_LARGEFILE, 0600, 0);
 	if (wfd < 0)
 		setup_error("create file", wfd);
-	fd = sys(__NR_openat, AT_FDCWD, (ulong)path, cs.open_flags, 0, 0);
-	sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
+	named = cs.call == C_OPEN;
+	fd = wfd;
+	if (!(FILE_CALLS & 1 << cs.call))
+		fd = sys(__NR_openat, AT_FDCWD, (ulong)path, cs.open_flags, 0, 0);
+	if (cs.call != C_OPEN)
+		sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
 	if (fd < 0)
 		setup_error("open file", fd);
 
@@ -710,6 +746,18 @@ static int make_file(void)
 			setup_error("seek", r);
 		if ((r = sys(__NR_write, wfd, (ulong)m, 12, 0, 0)) != 12)
 			setup_error("write marker", r < 0 ? r : 0);
+		if (blk == cs.blocks - 1)
+			for (k = 0; k < 3; k++)
+				last_block[k] = m[k];
+	}
+	/* extend: the call under test writes the whole last block (with its
+	 * marker), from its start. A 32-bit kernel refuses a seek past
+	 * MAX_LFS_FILESIZE (EINVAL), so only a write that starts there can
+	 * meet the EFBIG of a file that would outgrow it. */
+	if (cs.call == C_EXTEND) {
+		if ((r = seek_to(wfd, (cs.blocks - 1) * BLOCK)) < 0)
+			setup_error("seek", r);
+		return wfd;
 	}
 	/* The size: one byte at the end; every block in between stays a hole. */
 	if (cs.blocks) {
@@ -720,7 +768,7 @@ static int make_file(void)
 			setup_error("write end", r < 0 ? r : 0);
 	}
 	sys(__NR_close, wfd, 0, 0, 0, 0);
-	return fd;
+	return cs.call == C_OPEN ? -1 : fd;
 }
 
 static int make_fd(void)
@@ -756,6 +804,28 @@ static int make_fd(void)
 	return -1;
 }
 
+static void put_err_name(ulong err)
+{
+	put_key(&frag, "err_name");
+	if (!err)
+		puts_(&frag, "null");
+	else if (errno_name(err))
+		put_jstr(&frag, errno_name(err));
+	else
+		put_u64(&frag, err);
+}
+
+/* A raw result as the stub saw it: the return register, the error flag and
+ * the error the ABI's convention (ABI_ERRNO) makes of them. */
+static void put_raw(ulong ret, ulong flag, ulong err)
+{
+	puts_(&frag, "\"ret\":");
+	put_u64(&frag, ret);
+	put_key(&frag, "flag");
+	put_u64(&frag, flag);
+	put_err_name(err);
+}
+
 static void run_case(void)
 {
 	static const u64 no_core[2] = { 0, 0 };
@@ -771,6 +841,25 @@ static void run_case(void)
 	sys(__NR_prlimit64, 0, RLIMIT_CORE, (ulong)no_core, 0, 0);
 
 	fd = make_fd();
+	/* The file calls: their raw result is the whole answer. */
+	if (FILE_CALLS & 1 << cs.call) {
+		if (cs.call == C_EXTEND)
+			ret = abi_syscall6(__NR_write, fd, (ulong)last_block, BLOCK,
+					   0, 0, 0, &flag);
+		else
+			ret = abi_syscall6(__NR_openat, AT_FDCWD, (ulong)path,
+					   cs.open_flags, 0, 0, 0, &flag);
+		err = ABI_ERRNO(ret, flag);
+		if (cs.call == C_OPEN) {
+			sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
+			if (!err)
+				sys(__NR_close, ret, 0, 0, 0, 0);
+		}
+		put_raw(ret, flag, err);
+		frag_flush();
+		case_done();
+		return;
+	}
 	if (cs.premap_len) {
 		premap = abi_syscall6(NR_PREMAP, cs.premap_addr, cs.premap_len,
 				      PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
@@ -804,22 +893,13 @@ static void run_case(void)
 		put_key(&frag, "errno");
 		put_u64(&frag, err);
 	}
+	put_err_name(err);
 #else
 	ret = abi_syscall6(NR_MMAP2, addr, cs.len, cs.prot, cs.flags, fd,
 			   cs.offset, &flag);
 	err = ABI_ERRNO(ret, flag);
-	puts_(&frag, "\"ret\":");
-	put_u64(&frag, ret);
-	put_key(&frag, "flag");
-	put_u64(&frag, flag);
+	put_raw(ret, flag, err);
 #endif
-	put_key(&frag, "err_name");
-	if (!err)
-		puts_(&frag, "null");
-	else if (errno_name(err))
-		put_jstr(&frag, errno_name(err));
-	else
-		put_u64(&frag, err);
 	put_key(&frag, "addr_arg");
 	put_u64(&frag, addr);
 	if (cs.premap_len) {
@@ -850,7 +930,7 @@ static void run_case(void)
 	}
 	putch(&frag, ']');
 	frag_flush();
-	sys_exit(0);
+	case_done();
 }
 
 /* ---- call: the parent's side ---- */
@@ -878,7 +958,7 @@ static void do_call(const char *id)
 	puts_(&out, "{\"id\":");
 	put_jstr(&out, id);
 	if ((r = sys(__NR_pipe2, (ulong)p, 0, 0, 0, 0)) < 0 ||
-	    (pid = sys(__NR_clone, SIGCHLD, 0, 0, 0, 0)) < 0) {
+	    (pid = cs.in_process ? 0 : sys(__NR_clone, SIGCHLD, 0, 0, 0, 0)) < 0) {
 		puts_(&out, ",\"setup_error\":\"");
 		puts_(&out, r < 0 ? "pipe2" : "clone");
 		puts_(&out, "\",\"signal\":null,\"signal_at\":null}");
@@ -889,8 +969,12 @@ static void do_call(const char *id)
 		send();
 		return;
 	}
-	if (pid == 0) {
+	if (pid == 0 && !cs.in_process) {
 		sys(__NR_close, p[0], 0, 0, 0, 0);
+		frag_fd = p[1];
+		run_case();
+	}
+	if (cs.in_process) {	/* its few fragments fit in the pipe's buffer */
 		frag_fd = p[1];
 		run_case();
 	}
@@ -907,7 +991,7 @@ static void do_call(const char *id)
 			putch(&cb, tmp[i]);
 	}
 	sys(__NR_close, p[0], 0, 0, 0, 0);
-	while ((r = wait_child(pid, &status)) == -EINTR)
+	while (!cs.in_process && (r = wait_child(pid, &status)) == -EINTR)
 		;
 
 	if (cb.len) {
@@ -966,7 +1050,13 @@ static const char *prepare_call(const char **arg)
 		return *arg = rq.str[K_CALL], "unknown call";
 	if (!(CALLS_OFFERED & 1 << cs.call))
 		return *arg = rq.str[K_CALL], "call not offered by this flavour";
-	if (!HAS(K_LEN))
+	if (FILE_CALLS & 1 << cs.call && rq.seen & ~FILE_CALL_KEYS) {
+		int k;
+		for (k = 0; !(rq.seen & ~FILE_CALL_KEYS & 1UL << k); k++)
+			;
+		return *arg = key_names[k], "key not taken by a file call";
+	}
+	if (!(FILE_CALLS & 1 << cs.call) && !HAS(K_LEN))
 		return "missing key: len";
 	cs.len = rq.num[K_LEN];
 	cs.addr = HAS(K_ADDR) ? rq.num[K_ADDR] : 0;
@@ -980,6 +1070,9 @@ static const char *prepare_call(const char **arg)
 	if (HAS(K_DROP_CAPS) && rq.num[K_DROP_CAPS] > 1)
 		return "bad drop_caps";
 	cs.drop_caps = HAS(K_DROP_CAPS) && rq.num[K_DROP_CAPS];
+	if (HAS(K_FORK) && rq.num[K_FORK] > 1)
+		return "bad fork";
+	cs.in_process = HAS(K_FORK) && !rq.num[K_FORK];
 
 	cs.prot = HAS(K_PROT_RAW) ? rq.num[K_PROT_RAW] : 0;
 	if (HAS(K_PROT)) {
@@ -997,7 +1090,7 @@ static const char *prepare_call(const char **arg)
 	if (HAS(K_OPEN) &&
 	    parse_tokens(rq.str[K_OPEN], open_tokens, &cs.open_flags))
 		return *arg = rq.str[K_OPEN], "bad open";
-	cs.fd_kind = FD_NONE;
+	cs.fd_kind = FILE_CALLS & 1 << cs.call ? FD_FILE : FD_NONE;
 	if (HAS(K_FD) && (cs.fd_kind = lookup(fd_names, rq.str[K_FD])) < 0)
 		return *arg = rq.str[K_FD], "bad fd";
 	cs.addr_from_premap = 0;

@@ -19,9 +19,15 @@ from .model import FLAVOURS, LIBC_FLAVOURS, REPO, ROW_FACTS
 CASES_DIR = REPO / "tests" / "cases"
 CLAUSES_FILE = REPO / "tests" / "clauses.toml"
 
-CALLS = ("mmap2", "mmap", "mmap64")
+CALLS = ("mmap2", "mmap", "mmap64", "extend", "open")
+# The calls the raw flavour makes through its stub (every other call is a libc's).
+RAW_CALLS = ("mmap2", "extend", "open")
+# The file calls make no mapping; they act on the case's file and take only these inputs
+# (helpers/PROTOCOL.md): extend writes the block that sets its size, open opens it again.
+FILE_CALLS = {"extend": ("file_blocks", "markers"), "open": ("file_blocks", "markers", "open")}
 PROBE_CHECKS = ("mmap2-number", "page-size", "errno-numbers", "signal-numbers")
 CALL_EXPECTS = ("mapping", "high-mapping")
+FILE_CALL_EXPECTS = ("success",)
 # Inputs a row may give, with the type the helper protocol takes.
 INT_INPUTS = ("addr", "addr_delta", "len", "prot_raw", "flags_raw", "offset", "file_blocks",
               "premap_len", "premap_addr", "rlimit_memlock", "drop_caps")
@@ -107,6 +113,9 @@ class Case:
             request[key] = value
         if self.op == "call":
             request["call"] = self.call
+            if self.trace:
+                # One process only: qemu -strace would interleave a child's lines with the parent's.
+                request["fork"] = 0
             if request.get("fd") in ("file", "closed"):
                 self._file_defaults(request, unit)
         return {"op": self.op, "id": self.key, **request}
@@ -191,10 +200,18 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
     elif op == "call":
         if row.get("call") not in CALLS:
             raise CaseError(f"{where}: call must be one of {', '.join(CALLS)}")
-        if "len" not in row:
+        if row["call"] in FILE_CALLS:
+            _check_file_call(row, where)
+        elif "len" not in row:
             raise CaseError(f"{where}: missing 'len'")
         expects = row["expect"].values() if isinstance(row["expect"], dict) else [row["expect"]]
         for expect in expects:
+            if row["call"] in FILE_CALLS:
+                if expect not in FILE_CALL_EXPECTS and expect not in ERRNO_NAMES:
+                    raise CaseError(f"{where}: unknown expectation {expect!r} for the {row['call']} call (an "
+                                    f"errno name such as EFBIG, or {' or '.join(FILE_CALL_EXPECTS)}: it "
+                                    f"makes no mapping)")
+                continue
             if expect.startswith("fact:") and expect[5:] in ROW_FACTS:
                 continue
             if expect not in CALL_EXPECTS and expect not in ERRNO_NAMES:
@@ -212,7 +229,7 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
         _check_flavours(row, where)
     if row.get("scratch", SCRATCH[0]) not in SCRATCH:
         raise CaseError(f"{where}: scratch must be one of {', '.join(SCRATCH)}")
-    if row.get("trace", False) not in (True, False, "no-syscall") or (row.get("trace") and row.get("call") == "mmap2"):
+    if row.get("trace", False) not in (True, False, "no-syscall") or (row.get("trace") and row.get("call") in RAW_CALLS):
         raise CaseError(f"{where}: trace must be true, false or \"no-syscall\", and only for libc calls")
     for key, choices in STR_INPUTS.items():
         if key not in row:
@@ -240,6 +257,17 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
             evaluate(item, {"page": 4096, "unit": 4096}, where)
 
 
+def _check_file_call(row: dict, where: str) -> None:
+    """extend and open act on the case's file: its size, its markers and (open) its flags."""
+    call, taken = row["call"], FILE_CALLS[row["call"]]
+    stray = [key for key in row if key not in META and key not in taken]
+    if stray:
+        raise CaseError(f"{where}: {stray[0]!r} means nothing to the {call} call (it takes only "
+                        f"{', '.join(taken)})")
+    if call == "extend" and evaluate(row.get("file_blocks", 1), {"page": 4096, "unit": 4096}, where) < 1:
+        raise CaseError(f"{where}: extend needs file_blocks of 1 or more (it writes the file's last block)")
+
+
 def _check_flavours(row: dict, where: str) -> None:
     """flavours = [...]: the helper flavours a row applies to; they must be able to make its call."""
     value = row["flavours"]
@@ -251,11 +279,11 @@ def _check_flavours(row: dict, where: str) -> None:
     if len(set(value)) != len(value):
         raise CaseError(f"{where}: flavours: {value!r} names a flavour twice")
     if row.get("op", "call") == "call":
-        able = ("raw",) if row.get("call") == "mmap2" else LIBC_FLAVOURS
+        able = ("raw",) if row.get("call") in RAW_CALLS else LIBC_FLAVOURS
         wrong = [f for f in value if f not in able]
         if wrong:
             raise CaseError(f"{where}: flavours: the {wrong[0]} flavour cannot make a {row.get('call')} call "
-                            f"(mmap2 is the raw flavour's, mmap and mmap64 are the libcs': "
+                            f"({', '.join(RAW_CALLS)} are the raw flavour's, mmap and mmap64 are the libcs': "
                             f"{', '.join(LIBC_FLAVOURS)})")
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .cases import Case
+from .cases import FILE_CALLS, RAW_CALLS, Case
 from .model import Config, Fact
 
 MARKER_MAGIC = 0x4D32434B
+EXTEND_BYTES = 4096   # extend writes the file's last 4096-byte block (helpers/PROTOCOL.md)
 MAN_EINVAL_UNIT = ("mmap2(2) ERRORS: EINVAL (Various platforms where the page size is not 4096 "
                    "bytes.) offset * 4096 is not a multiple of the system page size")
 MAN_EINVAL_MMAP = ("mmap(2) ERRORS: EINVAL We don't like addr, length, or offset "
@@ -33,12 +34,15 @@ class Expectation:
     block: int | None = None      # 4096-byte file block expected at the start of the mapping
     zero: bool = False            # anonymous: the mapping reads as zeros
     high: bool = False            # the address must have its top bit set (above 2 GiB)
+    maps: bool = True             # False for the file calls (extend, open): no mapping to check
     clause: str = ""
     sources: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
         if not self.success:
             return {"result": "error", "errno": self.errno}
+        if not self.maps:
+            return {"result": "success"}
         return {"result": "mapped", **({"block": self.block} if self.block is not None else {}),
                 **({"contents": "zero"} if self.zero else {})}
 
@@ -50,6 +54,10 @@ def expect_call(config: Config, page_size: int, page_source: str, case: Case, ru
         fact = config.row_facts[wanted.removeprefix("fact:")]
         wanted = fact.value
         sources.append(fact.source)
+    if case.call in FILE_CALLS:   # no offset to align, no mapping: the row's answer is all there is
+        if wanted == "success":
+            return Expectation(True, maps=False, clause=case.clause, sources=sources)
+        return Expectation(False, errno=wanted, maps=False, clause=case.clause, sources=sources)
     if case.call == "mmap2":
         byte_offset = request.get("offset", 0) * config.unit_bytes(page_size)
         unit_sources = [config.offset_unit.source, page_source]
@@ -99,7 +107,7 @@ def observe_call(config: Config, case: Case, answer: dict) -> dict:
         return {"setup_error": answer["setup_error"]}
     bits = config.word_bits
     observed = {"ret": f"{answer['ret']:#x}"}
-    if case.call == "mmap2":
+    if case.call in RAW_CALLS:
         observed["flag"] = answer.get("flag", 0)
         errno = decode_raw(config, answer["ret"], answer.get("flag", 0))
     else:
@@ -108,6 +116,8 @@ def observe_call(config: Config, case: Case, answer: dict) -> dict:
     if errno is not None:
         observed.update(result="error", errno=config.errno.name_of(errno) or f"errno {errno}",
                         errno_number=errno)
+    elif case.call in FILE_CALLS:
+        observed["result"] = "success"
     else:
         observed["result"] = "mapped"
         if answer.get("reads"):
@@ -135,6 +145,12 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
         elif observed["errno"] != expectation.errno:
             problems.append(f"expected {expectation.errno}, got {observed['errno']}")
         problems += _encoding_problems(config, case, answer, observed)
+        return observed, problems
+    if not expectation.maps:
+        if observed["result"] != "success":
+            return observed, problems + [f"expected success, got {observed['errno']}"]
+        if case.call == "extend" and answer["ret"] != EXTEND_BYTES:
+            problems.append(f"the write of the last block wrote {answer['ret']} of its {EXTEND_BYTES} bytes")
         return observed, problems
     if observed["result"] != "mapped":
         return observed, problems + [f"expected a mapping, got {observed['errno']}"]
@@ -165,7 +181,7 @@ def _encoding_problems(config: Config, case: Case, answer: dict, observed: dict)
         return []
     errno, bits = observed["errno_number"], config.word_bits
     problems = [] if 1 <= errno <= 4095 else [f"errno {errno} is outside 1..4095"]
-    if case.call != "mmap2":
+    if case.call not in RAW_CALLS:
         return problems
     convention = config.error_convention.value
     if convention == "negative" and answer["ret"] != (1 << bits) - errno:

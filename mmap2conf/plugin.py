@@ -161,11 +161,11 @@ def _instances_for(config, flavour, kind, case):
     if case.op == "probe":
         yield Instance(config, flavour, kind, case)
         return
-    wants_raw = case.call == "mmap2"
+    wants_raw = case.call in cases.RAW_CALLS
     if wants_raw != (flavour == "raw"):
         return  # the raw flavour makes the system call, libc flavours call libc
     reason = None
-    if wants_raw and not config.has_mmap2:
+    if case.call == "mmap2" and not config.has_mmap2:  # only mmap2 rows need it; extend, open: every ABI
         reason = f"n.a.: {config.name} has no mmap2 ({config.mmap2_nr.source})"
     elif case.not_for_flavour(flavour):
         reason = case.not_for_flavour(flavour)

@@ -96,10 +96,12 @@ def known_issue_lines(records: list[dict], issues: dict) -> list[str]:
 
 
 def observed_summary(record: dict) -> str:
-    """One short word for what a runner answered: an errno, a block, or the outcome."""
+    """One short word for what a runner answered: an errno, a block, success, or the outcome."""
     observed = record.get("observed") or {}
     if observed.get("result") == "error":
         return observed.get("errno", "error")
+    if observed.get("result") == "success":
+        return "success"
     if observed.get("result") == "mapped":
         block = observed.get("block")
         return f"block {block:#x}" if isinstance(block, int) else f"mapped ({block})"

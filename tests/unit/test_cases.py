@@ -116,3 +116,68 @@ def test_a_row_for_one_libc_is_not_applicable_to_the_others():
     assert musl_only.not_for_flavour("musl") is None
     assert musl_only.not_for_flavour("glibc").startswith("n.a.: the row checks musl only")
     assert rows["libc-limits/mmap64-offset=4097"].not_for_flavour("glibc") is None
+
+
+FILE_ROW = ["[[case]]", 'id = "second"', 'clause = "write.ERRORS.EFBIG"', 'call = "extend"',
+            "file_blocks = 0x100000000", 'expect = "EFBIG"', 'source = "x"']
+
+
+@pytest.mark.parametrize("line, new, message", [
+    (None, 'len = "page"', "'len' means nothing to the extend call (it takes only file_blocks, markers)"),
+    (None, 'open = "RDONLY"', "'open' means nothing to the extend call"),
+    (None, 'fd = "file"', "'fd' means nothing to the extend call"),
+    (3, 'call = "open"\nprot = "READ"', "'prot' means nothing to the open call (it takes only file_blocks, "
+                                        "markers, open)"),
+    (4, "file_blocks = 0", "extend needs file_blocks of 1 or more"),
+    (4, 'file_blocks = "page - 4096"', "extend needs file_blocks of 1 or more"),
+    (5, 'expect = "mapping"', "unknown expectation 'mapping' for the extend call"),
+    (5, 'expect = { qemu-user = "success", linux-32 = "fact:unknown_prot" }',
+     "unknown expectation 'fact:unknown_prot' for the extend call"),
+    (None, "trace = true", "only for libc calls"),
+    (None, 'flavours = ["glibc"]', "the glibc flavour cannot make a extend call"),
+    (None, 'open = "RDONLY|BIGFILE"', "'open' means nothing to the extend call"),
+    (3, 'call = "open"\nopen = "RDONLY|BIGFILE"', "open token 'BIGFILE'"),
+])
+def test_a_bad_file_call_row_is_an_error_naming_file_and_line(tmp_path, line, new, message):
+    """extend and open take the file's size, markers and (open) flags, and expect success or an errno."""
+    second = list(FILE_ROW)
+    if line is None:
+        second.append(new)
+    else:
+        second[line] = new
+    path = tmp_path / "table.toml"
+    path.write_text(FIRST_ROW + "\n" + "\n".join(second) + "\n")
+    with pytest.raises(CaseError) as error:
+        load_table(path, CLAUSES)
+    assert f"{path}:11:" in str(error.value)
+    assert message in str(error.value)
+
+
+def test_success_is_an_expectation_of_the_file_calls_only(tmp_path):
+    second = list(SECOND_ROW)
+    second[5] = 'expect = "success"'
+    path = tmp_path / "table.toml"
+    path.write_text(FIRST_ROW + "\n" + "\n".join(second) + "\n")
+    with pytest.raises(CaseError, match=r":11: unknown expectation 'success' \(an errno name"):
+        load_table(path, CLAUSES)
+
+
+def test_a_file_call_row_loads_and_asks_for_nothing_but_the_file(tmp_path):
+    path = tmp_path / "table.toml"
+    path.write_text(FIRST_ROW + "\n" + "\n".join(FILE_ROW) + "\n"
+                    + '\n[[case]]\nid = "third"\nclause = "open.ERRORS.EOVERFLOW"\ncall = "open"\n'
+                      'file_blocks = 0xC0000\nopen = "RDONLY"\nrequires = "mmap2=true"\n'
+                      'expect = { qemu-user = "EOVERFLOW", linux-32 = "success" }\nsource = "x"\n')
+    _, extend, reopen = load_table(path, CLAUSES)
+    assert extend.concrete_inputs(4096, 4096) == {"op": "call", "id": "table/second", "call": "extend",
+                                                  "file_blocks": 1 << 32}
+    assert reopen.concrete_inputs(8192, 8192) == {"op": "call", "id": "table/third", "call": "open",
+                                                  "file_blocks": 0xC0000, "open": "RDONLY"}
+    assert reopen.expectation_for("linux-32") == "success" and reopen.requires == "mmap2=true"
+
+
+def test_the_file_limits_table_states_every_runner_kind():
+    from mmap2conf.model import RUNNER_KINDS
+    rows = [case for case in load_cases() if case.table == "file-limits"]
+    assert {case.call for case in rows} == {"extend", "open"}
+    assert all(isinstance(case.expect, dict) and set(case.expect) == set(RUNNER_KINDS) for case in rows)

@@ -2,7 +2,7 @@
 configuration has (glibc and musl alike), rows for one libc are n.a. elsewhere
 with a reason, and the raw rows stay with the raw flavour."""
 from mmap2conf import plugin
-from mmap2conf.cases import load_cases
+from mmap2conf.cases import FILE_CALLS, RAW_CALLS, load_cases
 from mmap2conf.model import LIBC_FLAVOURS, load_all
 
 CONFIGS = load_all()
@@ -44,4 +44,21 @@ def test_the_wrapper_check_runs_for_every_libc_flavour_of_every_configuration():
 def test_raw_rows_never_reach_a_libc_flavour():
     config = CONFIGS["hexagon"]
     assert all(i.case.call in ("mmap", "mmap64", None) for i in instances(config, "musl").values())
-    assert all(i.case.call in ("mmap2", None) for i in instances(config, "raw").values())
+    assert all(i.case.call in (*RAW_CALLS, None) for i in instances(config, "raw").values())
+
+
+def test_file_calls_run_through_the_raw_flavour_of_every_abi_even_without_mmap2():
+    """Only mmap2 rows need mmap2: extend and open go through the stub on the 64-bit controls too."""
+    for name in ("x86_64", "aarch64", "i386"):
+        raw = instances(CONFIGS[name], "raw")
+        file_rows = [i for i in raw.values() if i.case.call in FILE_CALLS]
+        assert file_rows, name
+        assert all(i.not_applicable is None or "the case needs" in i.not_applicable for i in file_rows), name
+        assert {i.case.call for i in file_rows if i.not_applicable is None} == set(FILE_CALLS), name
+    x86_64 = instances(CONFIGS["x86_64"], "raw", "native")
+    assert x86_64["offset-unit/pgoff=1"].not_applicable.startswith("n.a.: x86_64 has no mmap2")
+    assert x86_64["file-limits/extend-to-16tib"].not_applicable is None
+    assert x86_64["file-limits/open-3gib-without-largefile-64-bit"].not_applicable is None
+    assert "needs true" in x86_64["file-limits/open-3gib-without-largefile"].not_applicable
+    assert "needs false" in instances(CONFIGS["i386"], "raw")["file-limits/open-3gib-without-largefile-64-bit"].not_applicable
+    assert not any(i.case.call in FILE_CALLS for i in instances(CONFIGS["i386"], "glibc").values())

@@ -124,3 +124,54 @@ def test_expectations_keyed_by_runner_kind():
     assert case.expectation_for("qemu-user") == "mapping"
     with pytest.raises(Exception, match="states no expectation for runner 'qemu-system-vax'"):
         case.expectation_for("qemu-system-vax")
+
+
+def file_call(config_name, case_key, runner="qemu-user"):
+    config, case = CONFIGS[config_name], CASES[case_key]
+    request = case.concrete_inputs(4096, 4096)
+    return config, case, request, expect_call(config, 4096, "page source", case, runner, request)
+
+
+@pytest.mark.parametrize("config_name, runner, success, errno", [
+    ("i386", "linux-32", False, "EFBIG"),
+    ("i386", "qemu-user", True, None),
+    ("mipsel", "linux-64bit-4k", True, None),
+    ("x86_64", "native", True, None),        # no mmap2, so no offset unit: the file calls need none
+])
+def test_file_call_expectations_come_from_the_row_alone(config_name, runner, success, errno):
+    _, _, _, wanted = file_call(config_name, "file-limits/extend-to-16tib", runner)
+    assert (wanted.success, wanted.errno, wanted.maps) == (success, errno, False)
+    assert wanted.clause == "write.ERRORS.EFBIG" and wanted.block is None
+    assert wanted.describe() == ({"result": "success"} if success else {"result": "error", "errno": errno})
+
+
+def test_an_extend_must_write_the_whole_last_block():
+    config, case, request, wanted = file_call("i386", "file-limits/extend-to-16tib-less-4096")
+    full = {"ret": 4096, "flag": 0, "err_name": None, "signal": None, "signal_at": None}
+    observed, problems = judge_call(config, 4096, case, request, full, wanted)
+    assert problems == [] and observed == {"ret": "0x1000", "flag": 0, "result": "success"}
+    short = {**full, "ret": 1}
+    assert judge_call(config, 4096, case, request, short, wanted)[1] == [
+        "the write of the last block wrote 1 of its 4096 bytes"]
+    efbig = {**full, "ret": (1 << 32) - 27, "err_name": "EFBIG"}
+    assert judge_call(config, 4096, case, request, efbig, wanted)[1] == ["expected success, got EFBIG"]
+
+
+def test_file_call_errors_use_the_abi_encoding():
+    config, case, request, wanted = file_call("mips", "file-limits/open-3gib-without-largefile")
+    assert not wanted.success and wanted.errno == "EOVERFLOW"
+    good = {"ret": 79, "flag": 1, "err_name": "EOVERFLOW"}      # mips: a3 set, v0 the positive errno
+    assert judge_call(config, 4096, case, request, good, wanted)[1] == []
+    no_flag = {"ret": 79, "flag": 0, "err_name": None}          # a3 clear: descriptor 79, a success
+    assert judge_call(config, 4096, case, request, no_flag, wanted)[1] == ["expected EOVERFLOW, the call succeeded at 0x4f"]
+    stub_disagrees = {**good, "err_name": "EFBIG"}
+    assert "the stub decoded the error as EFBIG" in judge_call(config, 4096, case, request, stub_disagrees, wanted)[1][0]
+    config, case, request, wanted = file_call("i386", "file-limits/open-3gib-without-largefile")
+    wrong_width = {"ret": (1 << 64) - 75, "flag": 0, "err_name": "EOVERFLOW"}
+    assert judge_call(config, 4096, case, request, wrong_width, wanted)[1] == [
+        "expected EOVERFLOW, the call succeeded at 0xffffffffffffffb5"]
+
+
+def test_a_file_call_success_is_summarised_as_success():
+    from mmap2conf.report import observed_summary
+    assert observed_summary({"observed": {"result": "success", "ret": "0x3"}, "outcome": "xfailed"}) == "success"

@@ -110,3 +110,13 @@ def test_the_scratch_root_holds_sparse_files_of_2_pow_45_bytes():
     root, fs, why_not = scratch.scratch_root()
     assert why_not is None, why_not
     assert fs != "unknown" and root
+
+
+def test_a_case_in_process_answers_and_the_helper_carries_on(native_session):
+    """"fork":0 (traced sessions) runs the case in the helper itself: same answer, no child."""
+    request = {"call": "mmap", "len": 4096, "prot": "READ", "flags": "PRIVATE", "fd": "file",
+               "file_blocks": 2, "offset": 4096, "markers": [1]}
+    forked = native_session.request({"op": "call", "id": "forked", **request})
+    in_process = native_session.request({"op": "call", "id": "in-process", "fork": 0, **request})
+    assert in_process["reads"][0][1:3] == forked["reads"][0][1:3] == [0x4D32434B, 1]
+    assert native_session.request({"op": "probe", "id": "after"})["id"] == "after"
