@@ -220,7 +220,7 @@ class Docker:
         config, flavour = helper.split("/")
         return self.engine.command(
             "run", "-i", "--rm", "--network=none", "--tmpfs", f"{SCRATCH_IN_CONTAINER}:rw,"
-            f"{'noexec' if noexec else 'exec'},size=64m", self.image, "python3", "-m", "mmap2conf.runners",
+            f"{'noexec' if noexec else 'exec'},size=64m", self.image, IMAGE_PYTHON, "-m", "mmap2conf.runners",
             "exec", config, flavour, *(["--trace"] if trace else []))
 
 
@@ -229,6 +229,7 @@ class Docker:
 
 
 SCRATCH_IN_CONTAINER = "/scratch"
+IMAGE_PYTHON = ".venv/bin/python"   # the image's WORKDIR is the suite, bootstrapped there
 # A runner kind answers as the kind named here: its expectations, known issues and
 # page-size facts are that kind's (the docker runner runs qemu-user in a container).
 SEMANTICS = {"docker": "qemu-user"}
