@@ -26,6 +26,23 @@ source = "x"
 SECOND_ROW = ["[[case]]", 'id = "second"', 'clause = "mmap2.DESCRIPTION.unit"', 'call = "mmap2"',
               'len = "page"', 'expect = "mapping"', 'source = "x"']
 
+def load_with_second_row(tmp_path, row, line, new):
+    """Write a table whose second row is ``row`` with line ``line`` replaced by ``new``
+    (or ``new`` appended when line is None), load it, and return the CaseError's text;
+    the error must name the second row's id line (11)."""
+    second = list(row)
+    if line is None:
+        second.append(new)
+    else:
+        second[line] = new
+    path = tmp_path / "table.toml"
+    path.write_text(FIRST_ROW + "\n" + "\n".join(second) + "\n")
+    with pytest.raises(CaseError) as error:
+        load_table(path, CLAUSES)
+    assert f"{path}:11:" in str(error.value)
+    return str(error.value)
+
+
 
 @pytest.mark.parametrize("line, new, message", [
     (5, 'expect = "EWHATEVER"', "unknown expectation 'EWHATEVER'"),
@@ -39,17 +56,7 @@ SECOND_ROW = ["[[case]]", 'id = "second"', 'clause = "mmap2.DESCRIPTION.unit"', 
 ])
 def test_a_bad_row_is_an_error_naming_file_and_line(tmp_path, line, new, message):
     """The second row is broken, so the location must be that row's id line (11)."""
-    second = list(SECOND_ROW)
-    if line is None:
-        second.append(new)
-    else:
-        second[line] = new
-    path = tmp_path / "table.toml"
-    path.write_text(FIRST_ROW + "\n" + "\n".join(second) + "\n")
-    with pytest.raises(CaseError) as error:
-        load_table(path, CLAUSES)
-    assert f"{path}:11:" in str(error.value)
-    assert message in str(error.value)
+    assert message in load_with_second_row(tmp_path, SECOND_ROW, line, new)
 
 
 def test_expressions_use_the_page_of_the_system_under_test():
@@ -76,15 +83,7 @@ def test_file_size_covers_the_mapping_in_the_unit_of_the_call():
     (None, "trace = true", "only for libc calls"),
 ])
 def test_rows_may_only_refer_to_facts_that_exist(tmp_path, line, new, message):
-    second = list(SECOND_ROW)
-    if line is None:
-        second.append(new)
-    else:
-        second[line] = new
-    path = tmp_path / "table.toml"
-    path.write_text(FIRST_ROW + "\n" + "\n".join(second) + "\n")
-    with pytest.raises(CaseError, match=message):
-        load_table(path, CLAUSES)
+    assert message in load_with_second_row(tmp_path, SECOND_ROW, line, new)
 
 
 @pytest.mark.parametrize("line, new, message", [
@@ -96,17 +95,7 @@ def test_rows_may_only_refer_to_facts_that_exist(tmp_path, line, new, message):
     (3, 'call = "mmap"\nflavours = ["raw"]', "the raw flavour cannot make a mmap call"),
 ])
 def test_a_rows_flavours_must_be_able_to_make_its_call(tmp_path, line, new, message):
-    second = list(SECOND_ROW)
-    if line is None:
-        second.append(new)
-    else:
-        second[line] = new
-    path = tmp_path / "table.toml"
-    path.write_text(FIRST_ROW + "\n" + "\n".join(second) + "\n")
-    with pytest.raises(CaseError) as error:
-        load_table(path, CLAUSES)
-    assert f"{path}:11:" in str(error.value)
-    assert message in str(error.value)
+    assert message in load_with_second_row(tmp_path, SECOND_ROW, line, new)
 
 
 def test_a_row_for_one_libc_is_not_applicable_to_the_others():
@@ -140,17 +129,7 @@ FILE_ROW = ["[[case]]", 'id = "second"', 'clause = "write.ERRORS.EFBIG"', 'call 
 ])
 def test_a_bad_file_call_row_is_an_error_naming_file_and_line(tmp_path, line, new, message):
     """extend and open take the file's size, markers and (open) flags, and expect success or an errno."""
-    second = list(FILE_ROW)
-    if line is None:
-        second.append(new)
-    else:
-        second[line] = new
-    path = tmp_path / "table.toml"
-    path.write_text(FIRST_ROW + "\n" + "\n".join(second) + "\n")
-    with pytest.raises(CaseError) as error:
-        load_table(path, CLAUSES)
-    assert f"{path}:11:" in str(error.value)
-    assert message in str(error.value)
+    assert message in load_with_second_row(tmp_path, FILE_ROW, line, new)
 
 
 def test_success_is_an_expectation_of_the_file_calls_only(tmp_path):
