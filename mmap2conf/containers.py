@@ -124,6 +124,11 @@ def stop(engine: Engine) -> None:
             engine.daemon.kill()
             engine.daemon.wait()
     if engine.workdir is not None:
+        # dockerd leaves its network namespace mounted in the exec root (exec/netns/default).
+        with open("/proc/mounts") as mounts:
+            inside = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{engine.workdir}/")]
+        for mount_point in sorted(inside, reverse=True):
+            subprocess.run(["umount", "-l", mount_point], capture_output=True, timeout=START_TIMEOUT)
         shutil.rmtree(engine.workdir, ignore_errors=True)
 
 
