@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark the full conformance matrix. It measures and prints; it asserts nothing.
 
+    bench/bench_matrix.py [PYTEST-ARGS]     e.g. --runner qemu-user,native
+
 Prints the wall time of a full run, the number of helper processes it started,
 the number of cases, and the ratio of the cost of one case to one bare start of
 `qemu-i386-static helper` measured on this machine in the same run.
@@ -42,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "bench.json"
         command = [sys.executable, "-m", "pytest", "tests/test_conformance.py", "-q", "-p", "no:cacheprovider",
-                   "-n", jobs, "--conformance-json", str(report)]
+                   "-n", jobs, "--conformance-json", str(report), *sys.argv[1:]]
         start = time.perf_counter()
         subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL, timeout=3600)
         wall = time.perf_counter() - start
