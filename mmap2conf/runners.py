@@ -153,13 +153,8 @@ class LinuxKernel:
     def command(self, helper: Path, workdir: Path, trace: bool = False) -> list[str]:
         if trace:
             raise RunnerUnavailable(f"no system call tracer runs inside the {self.kind} guest")
-        # The guest makes its own scratch tmpfs, noexec where the session's scratch
-        # directory is (the noexec scratch kind).
-        try:
-            noexec = bool(os.statvfs(workdir).f_flag & os.ST_NOEXEC)
-        except OSError:
-            noexec = False
-        return self._command(helper, noexec)
+        # The guest makes its own scratch tmpfs, noexec where the session's is.
+        return self._command(helper, _noexec(workdir))
 
     def _command(self, helper: Path, noexec: bool) -> list[str]:
         binary, kernel = self.binary, self.kernel()
@@ -173,6 +168,15 @@ class LinuxKernel:
         command = self._command(helper, scratch_kind == "noexec")
         return (f"(sleep 20; printf '%s\\n\\004' {shlex.quote(line)}) | timeout {BOOT_TIMEOUT:g} "
                 f"{shlex.join(command)}")
+
+
+def _noexec(workdir: Path) -> bool:
+    """Whether the session's scratch directory is noexec (the noexec scratch kind): runners
+    whose helper makes its files elsewhere (a guest, a container) make theirs noexec too."""
+    try:
+        return bool(os.statvfs(workdir).f_flag & os.ST_NOEXEC)
+    except OSError:
+        return False
 
 
 def semantics(kind: str) -> str:
@@ -211,12 +215,10 @@ class Docker:
         return match.group(1)
 
     def command(self, helper: str, workdir: Path, trace: bool = False) -> list[str]:
-        # The helper's files live in a tmpfs of the container, noexec where the
-        # session's scratch directory is (the noexec scratch kind).
-        try:
-            noexec = bool(os.statvfs(workdir).f_flag & os.ST_NOEXEC)
-        except OSError:
-            noexec = False
+        # The helper's files live in a tmpfs of the container, noexec where the session's is.
+        return self._command(helper, _noexec(workdir), trace)
+
+    def _command(self, helper: str, noexec: bool, trace: bool = False) -> list[str]:
         config, flavour = helper.split("/")
         return self.engine.command(
             "run", "-i", "--rm", "--network=none", "--tmpfs", f"{SCRATCH_IN_CONTAINER}:rw,"
@@ -225,7 +227,7 @@ class Docker:
 
 
     def reproducer(self, helper: str, line: str, scratch_kind: str | None = None) -> str:
-        return f"echo {shlex.quote(line)} | {shlex.join(self.command(helper, Path('/')))}"
+        return f"echo {shlex.quote(line)} | {shlex.join(self._command(helper, scratch_kind == 'noexec'))}"
 
 
 SCRATCH_IN_CONTAINER = "/scratch"
