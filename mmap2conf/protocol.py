@@ -196,10 +196,6 @@ class HelperSession:
         self.stderr.seek(max(0, size - limit))
         return self.stderr.read().decode(errors="replace")
 
-    def stderr_text(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")
-
     def close_process(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
