@@ -2,9 +2,12 @@
 
 Run by `make bootstrap` with the system's python3 before any virtual
 environment exists, so it uses the standard library only. The Debian packages
-come from arches/*.toml (each flavour's compiler) and from the runners; the
-Python packages are the pinned requirements.txt, installed into .venv. A second
-run finds everything present and installs nothing.
+come from arches/*.toml (each flavour's compiler) and from the runner kinds; the
+Python packages are the pinned requirements.txt, installed into .venv. What the
+default systems under test need beyond that (the qemu-user releases of
+emulators/qemu-user.toml that come from the archive, the kernels of machines/)
+is fetched into the cache by mmap2conf.archive, never installed over the
+system's packages. A second run finds everything present and installs nothing.
 
 With MMAP2CONF_IMAGE=1 (the container image, docker/Dockerfile) the browser and
 the container engine are left out: the image runs the suite, not its reports'
@@ -19,13 +22,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import archive
+from .machines import load_machines
 from .model import REPO, load_all
-from .runners import RUNNER_CLASSES, Docker
+from .runners import REGISTRY
+from .runners.docker import Docker
+from .runners.qemu_user import releases
 
 VENV = REPO / ".venv"
 REQUIREMENTS = REPO / "requirements.txt"
 PYPROJECT = REPO / "pyproject.toml"
-RUNNER_PACKAGES = {kind: runner.apt for kind, runner in RUNNER_CLASSES.items()}
 BASE_PACKAGES = ("python3-venv", "make")
 # chromium: the HTML report's screenshot and its browser test (chromium-driver);
 # the docker runner's engine and base-image tools: it serves every qemu-user configuration.
@@ -37,10 +43,9 @@ def apt_packages() -> list[str]:
     for config in load_all().values():
         for flavour in config.flavours.values():
             wanted.update(flavour.apt)
-        for kind, spec in config.runners.items():
-            wanted.update(RUNNER_PACKAGES[kind])
-            if spec.kernel is not None:   # a kernel runner: the package with its kernel file
-                wanted.add(spec.kernel.package)
+    for kind, runner in REGISTRY.items():
+        if kind != "docker":   # the docker runner's packages are HOST_PACKAGES
+            wanted.update(runner.apt)
     return sorted(wanted)
 
 
@@ -86,8 +91,23 @@ def install_venv() -> None:
     stamp.write_text(digest)
 
 
+def fetch_systems() -> None:
+    """The default systems' files into the cache: qemu-user releases, kernels."""
+    wanted = [(r["package"], r["suite"], "amd64") for r in releases() if r["from"] == "archive"]
+    for machine in load_machines(load_all()).values():
+        wanted += [(k.package, k.suite, k.arch) for k in machine.kernels]
+    for package, suite, arch in dict.fromkeys(wanted):
+        try:
+            root = archive.fetch(package, suite, arch)
+        except archive.ArchiveError as exc:
+            sys.exit(f"bootstrap: {exc}")
+        print(f"bootstrap: {package} ({suite}) in {root}", flush=True)
+
+
 def main() -> None:
     install_apt()
+    if not os.environ.get("MMAP2CONF_IMAGE"):
+        fetch_systems()
     install_venv()
 
 

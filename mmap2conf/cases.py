@@ -92,14 +92,21 @@ class Case:
         return (f"n.a.: the row checks {' and '.join(self.flavours)} only (its source is that "
                 f"libc's own code); this is the {flavour} flavour")
 
-    def expectation_for(self, runner_kind: str) -> str:
+    def expectation_for(self, properties) -> str:
+        """The row's answer on a system with these properties (sut.Properties): the one
+        condition key that holds (``kernel_bits=32``), else ``default``."""
         if isinstance(self.expect, str):
             return self.expect
-        if runner_kind in self.expect:
-            return self.expect[runner_kind]
+        from .sut import condition_holds
+        holding = [key for key in self.expect if key != "default" and condition_holds(key, properties)]
+        if len(holding) > 1:
+            raise CaseError(f"{self.where}: case {self.id!r}: conditions {', '.join(holding)} all hold")
+        if holding:
+            return self.expect[holding[0]]
         if "default" in self.expect:
             return self.expect["default"]
-        raise CaseError(f"{self.where}: case {self.id!r} states no expectation for runner {runner_kind!r}")
+        raise CaseError(f"{self.where}: case {self.id!r} states no expectation for this system "
+                        f"and no default")
 
     def concrete_inputs(self, page: int, unit: int) -> dict:
         """The protocol request for a system with this page size and mmap2 unit."""
@@ -135,11 +142,11 @@ class Case:
 
 
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-              ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.LShift: operator.lshift}
+              ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow, ast.LShift: operator.lshift}
 
 
 def evaluate(value, names: dict, where: str) -> int:
-    """Evaluate an integer or a small arithmetic expression over ``page`` and ``unit``."""
+    """Evaluate an integer or a small arithmetic expression over ``names`` (``page``, ``unit``)."""
     if isinstance(value, int):
         return value
 
@@ -204,6 +211,12 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
             _check_file_call(row, where)
         elif "len" not in row:
             raise CaseError(f"{where}: missing 'len'")
+        if isinstance(row["expect"], dict):
+            from .sut import check_condition
+            for key in row["expect"]:
+                problem = key != "default" and check_condition(key)
+                if problem:
+                    raise CaseError(f"{where}: expect: {problem} (or default)")
         expects = row["expect"].values() if isinstance(row["expect"], dict) else [row["expect"]]
         for expect in expects:
             if row["call"] in FILE_CALLS:

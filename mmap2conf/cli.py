@@ -1,6 +1,6 @@
 """The mmap2-conformance command.
 
-    mmap2-conformance run [--arch A] [--libc L] [--runner R] [--qemu-dir D] [--require-all]
+    mmap2-conformance run [--arch A] [--libc L] [--runner R] [--qemu-dir D] [--kernel IMAGE [--machine M]] [--require-all]
                           [--jobs N] [--reports DIR] [-- PYTEST-ARGS...]
     mmap2-conformance compare OLD.json NEW.json [--ignore-runner]
     mmap2-conformance html REPORT.json OUT.html
@@ -8,8 +8,9 @@
 
 `run` is the main job: the conformance cases through pytest (the plugin prints the
 matrix), then reports/conformance.{json,xml,html} and a screenshot of the HTML.
-Its exit status is pytest's: 0 only when every case passed, is n.a., or is a known
-issue; an unexpected failure or an unexpected pass is non-zero.
+Its exit status (report.exit_status): 0 conformant (every case passed, is n.a. or
+a known issue), 1 nonconformant (an unexpected failure or pass), 2 interrupted,
+4 usage error, 6 could not run what was asked.
 """
 from __future__ import annotations
 
@@ -37,9 +38,12 @@ def run(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_conformance.py"),
                "-p", "no:cacheprovider", "-n", str(args.jobs),
                "--conformance-json", str(json_path), "--junitxml", str(reports / "conformance.xml")]
-    for option in ("arch", "libc", "runner", "qemu_dir"):
+    for option in ("arch", "libc", "runner", "machine"):
         if getattr(args, option):
             command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    for option in ("qemu_dir", "kernel"):
+        for value in getattr(args, option):
+            command += [f"--{option.replace('_', '-')}", value]
     if args.require_all:
         command.append("--require-all")
     status = subprocess.run(command + args.pytest_args, cwd=REPO).returncode
@@ -69,7 +73,7 @@ def compare(old_path: Path, new_path: Path, ignore_runner: bool) -> list[tuple]:
     def index(path: Path) -> dict:
         records = {}
         for record in json.loads(path.read_text())["records"]:
-            key = (record["config"], record["flavour"], *(() if ignore_runner else (record["runner"],)),
+            key = (record["config"], record["flavour"], *(() if ignore_runner else (record["system"],)),
                    record["case"])
             if key in records:
                 raise SystemExit(f"{path}: several records for {'/'.join(key)}; "
@@ -96,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--arch", help="configurations or tags, comma-separated (default: all)")
     run_parser.add_argument("--libc", help="flavours: raw, glibc, musl (default: all)")
     run_parser.add_argument("--runner", help="runner kinds, comma-separated (default: all)")
-    run_parser.add_argument("--qemu-dir", help="take qemu-<arch>-static from this directory")
+    run_parser.add_argument("--qemu-dir", action="append", default=[],
+                            help="judge the qemu build in this directory (qemu-<arch>[-static]); repeatable")
+    run_parser.add_argument("--kernel", action="append", default=[],
+                            help="boot this kernel image under qemu-system; repeatable")
+    run_parser.add_argument("--machine", help="the machine (machines/) --kernel images boot on")
     run_parser.add_argument("--require-all", action="store_true", help="fail instead of skipping what cannot run")
     run_parser.add_argument("--jobs", type=int, default=0, help="pytest-xdist workers (default 0: serial)")
     run_parser.add_argument("--reports", default=str(REPO / "reports"), help="report directory (default: reports/)")

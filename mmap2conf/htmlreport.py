@@ -36,9 +36,13 @@ def _anchor(*parts: str) -> str:
 
 
 def _case_block(record: dict) -> str:
-    rows = [("outcome", record["outcome"] + (f" ({record['known_issue']})" if record.get("known_issue") else "")),
+    rows = [("outcome", record["outcome"] + (f" ({record['known_issue']}, {record.get('known_issue_kind')})"
+                                             if record.get("known_issue") else "")),
             ("case", f"{record['case']} ({record.get('case_file', '')})"),
-            ("flavour / runner", f"{record['flavour']} / {record['runner']} {record.get('runner_version') or ''}"),
+            ("flavour / system", f"{record['flavour']} / {record['system']} ({record['runner']}) "
+                                 f"{record.get('runner_version') or ''}"),
+            ("system identity", json.dumps(record.get("identity"), sort_keys=True) if record.get("identity") else ""),
+            ("measured", json.dumps(record.get("properties"), sort_keys=True) if record.get("properties") else ""),
             ("expected", json.dumps(record.get("expected"), sort_keys=True)),
             ("observed", json.dumps(record.get("observed"), sort_keys=True)),
             ("sources", "; ".join(record.get("sources") or [])),
@@ -49,7 +53,7 @@ def _case_block(record: dict) -> str:
                    for k, v in rows if v)
     return (f'<details class="case" id="{_anchor(record["nodeid"])}"{" open" if record["outcome"] in ("failed", "error", "xpassed") else ""}>'
             f'<summary class="{_cls(record["outcome"])}">{html.escape(record["outcome"])}: '
-            f'{html.escape(record["config"])}/{html.escape(record["flavour"])}@{html.escape(record["runner"])} '
+            f'{html.escape(record["config"])}/{html.escape(record["flavour"])}@{html.escape(record["system"])} '
             f'{html.escape(record["case"])}</summary><table>{body}</table></details>')
 
 
@@ -98,9 +102,9 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
     rows = differential(records)
     if rows:
         runners = sorted({runner for _, answers in rows for runner in answers})
-        out.append("<h2 id='differential'>Answers that differ between runners</h2><p>Same configuration, "
+        out.append("<h2 id='differential'>Answers that differ between systems</h2><p>Same configuration, "
                    "flavour and case; each answer with why it is right or known: a known issue, or "
-                   "<i>expected</i> of that runner (a runner-keyed expectation).</p><table><tr><th>case</th>"
+                   "<i>expected</i> there (an expectation keyed by the system's properties).</p><table><tr><th>case</th>"
                    + "".join(f"<th>{html.escape(r)}</th>" for r in runners) + "</tr>")
         for key, answers in rows:
             out.append(f"<tr><td>{html.escape(key)}</td>" + "".join(

@@ -9,7 +9,12 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-SCHEMA = "mmap2-conformance/1"
+SCHEMA = "mmap2-conformance/2"
+# The exit status of a run (pytest's own codes where they mean the same).
+EXIT_CONFORMANT, EXIT_NONCONFORMANT, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_NOT_RUN = 0, 1, 2, 4, 6
+STATUS_NAMES = {EXIT_CONFORMANT: "conformant", EXIT_NONCONFORMANT: "nonconformant",
+                EXIT_INTERRUPTED: "interrupted", EXIT_USAGE: "usage error",
+                EXIT_NOT_RUN: "could not run what was asked"}
 SECTIONS = ("SYNOPSIS", "DESCRIPTION", "RETURN VALUE", "ERRORS", "VERSIONS", "HARNESS")
 # Worst first: a cell shows the worst outcome among its cases.
 SEVERITY = ("error", "failed", "xpassed", "skipped", "xfailed", "passed", "n.a.")
@@ -37,15 +42,33 @@ def cell_text(records: list[dict]) -> str:
     return f"FAIL {bad}/{len(records)}"
 
 
+def exit_status(records: list[dict], interrupted: bool) -> int:
+    """0 conformant (known issues allowed), 1 nonconformant (an unexpected failure or
+    pass), 6 could not run what was asked (or the harness broke), 2 interrupted."""
+    counts = Counter(r["outcome"] for r in records)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if counts["failed"] or counts["xpassed"]:
+        return EXIT_NONCONFORMANT
+    if counts["error"]:
+        return EXIT_NOT_RUN
+    return EXIT_CONFORMANT
+
+
 def column_verdict(records: list[dict]) -> str:
+    """Unexpected results first; then whether the known issues violate the manual page or
+    only differ from Linux where the manual page allows both answers."""
     counts = Counter(r["outcome"] for r in records)
     summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items(), key=lambda kv: SEVERITY.index(kv[0])))
+    kinds = {r.get("known_issue_kind") for r in records if r["outcome"] == "xfailed"}
     if counts["failed"] or counts["error"] or counts["xpassed"]:
-        return f"NOT CONFORMANT ({summary})"
+        return f"UNEXPECTED RESULTS ({summary})"
     if counts["skipped"]:
         return f"INCOMPLETE ({summary})"
-    if counts["xfailed"]:
-        return f"conformant except known issues ({summary})"
+    if "violates-manual" in kinds:
+        return f"NONCONFORMANT, known issues ({summary})"
+    if kinds:
+        return f"conformant, differs from Linux ({summary})"
     return f"CONFORMANT ({summary})"
 
 
@@ -81,7 +104,8 @@ def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome
         group = [r for r in records if r["column"] == column]
         verdict = column_verdict(group)
         lines.append(markup(f"[{index}] {column}: {verdict}",
-                            "passed" if verdict.startswith(("CONFORMANT", "conformant")) else "failed"))
+                            "passed" if verdict.startswith(("CONFORMANT", "conformant")) else
+                            "xfailed" if verdict.startswith("NONCONFORMANT") else "failed"))
     return lines
 
 
@@ -90,7 +114,9 @@ def known_issue_lines(records: list[dict], issues: dict) -> list[str]:
     lines = []
     for issue_id in sorted({r["known_issue"] for r in records if r["known_issue"]}, key=lambda i: int(i.split("-")[1])):
         columns = sorted({r["column"] for r in records if r["known_issue"] == issue_id})
-        lines.append(f"{issue_id}: {issues[issue_id].title} [{', '.join(columns)}]")
+        issue = issues[issue_id]
+        lines.append(f"{issue_id} ({issue.kind}, {issue.component} {issue.versions}): {issue.title} "
+                     f"[{', '.join(columns)}]")
     return lines
 
 
@@ -108,14 +134,14 @@ def observed_summary(record: dict) -> str:
 
 
 def differential(records: list[dict]) -> list[tuple[str, dict[str, tuple[str, str]]]]:
-    """The cases of one configuration and flavour whose answers differ between runners.
+    """The cases of one configuration and flavour whose answers differ between systems.
 
-    Returns (config/flavour/case, {runner: (answer, why)}), where why is the known
-    issue that covers the answer, or "expected" when the row expects it of that runner
-    (a runner-keyed expectation), or the outcome."""
+    Returns (config/flavour/case, {system: (answer, why)}), where why is the known
+    issue that covers the answer, or "expected" when the row expects it of that system
+    (an expectation keyed by its properties), or the outcome."""
     by_case = defaultdict(dict)
     for record in records:
-        by_case[f"{record['config']}/{record['flavour']}/{record['case']}"][record["runner"]] = record
+        by_case[f"{record['config']}/{record['flavour']}/{record['case']}"][record["system"]] = record
     rows = []
     for key, by_runner in sorted(by_case.items()):
         answers = {runner: observed_summary(r) for runner, r in by_runner.items() if r["outcome"] != "n.a."}
@@ -153,9 +179,10 @@ def problems_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def write_json(records: list[dict], path: Path, environment: dict) -> None:
+def write_json(records: list[dict], path: Path, environment: dict, status: str) -> None:
+    """``status``: how the run ended (STATUS_NAMES, or "interrupted")."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {"schema": SCHEMA, "environment": environment,
+    document = {"schema": SCHEMA, "status": status, "environment": environment,
                 "summary": dict(Counter(r["outcome"] for r in records)),
                 "records": sorted(records, key=lambda r: r["nodeid"])}
     path.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")

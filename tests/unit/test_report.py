@@ -23,8 +23,11 @@ def test_cells_show_the_worst_outcome():
 def test_verdicts_never_call_a_skip_or_an_unexpected_pass_conformant():
     assert column_verdict([record("a", "c", "passed")]).startswith("CONFORMANT")
     assert column_verdict([record("a", "c", "skipped")]).startswith("INCOMPLETE")
-    assert column_verdict([record("a", "c", "xpassed")]).startswith("NOT CONFORMANT")
-    assert column_verdict([record("a", "c", "xfailed", "KI-1")]).startswith("conformant except known issues")
+    assert column_verdict([record("a", "c", "xpassed")]).startswith("UNEXPECTED RESULTS")
+    violation = dict(record("a", "c", "xfailed", "KI-1"), known_issue_kind="violates-manual")
+    difference = dict(record("a", "c", "xfailed", "KI-2"), known_issue_kind="differs-from-linux")
+    assert column_verdict([violation, difference]).startswith("NONCONFORMANT, known issues")
+    assert column_verdict([difference]).startswith("conformant, differs from Linux")
 
 
 def test_the_matrix_groups_clauses_by_section():
@@ -34,13 +37,13 @@ def test_the_matrix_groups_clauses_by_section():
                record("i386@qemu-user", "mmap2.ERRORS.EINVAL", "failed")]
     text = "\n".join(matrix_lines(records, CLAUSES))
     assert text.index("DESCRIPTION") < text.index("ERRORS") < text.index("VERSIONS")
-    assert "[1] i386@qemu-user: NOT CONFORMANT" in text
+    assert "[1] i386@qemu-user: UNEXPECTED RESULTS" in text
     assert "[2] or1k@qemu-user: CONFORMANT" in text
 
 
 def test_json_has_a_schema_and_every_record(tmp_path):
     path = tmp_path / "out" / "c.json"
-    write_json([record("a", "c", "passed"), record("b", "c", "failed")], path, {"host": "h"})
+    write_json([record("a", "c", "passed"), record("b", "c", "failed")], path, {"host": "h"}, "nonconformant")
     document = json.loads(path.read_text())
     assert document["schema"] == SCHEMA
     assert document["summary"] == {"passed": 1, "failed": 1}
@@ -51,7 +54,8 @@ def test_the_differential_view_explains_each_answer():
     from mmap2conf.report import differential
 
     def answer(runner, observed, outcome="passed", issue=None):
-        return {"config": "i386", "flavour": "raw", "case": "errors/x", "runner": runner, "outcome": outcome,
+        return {"config": "i386", "flavour": "raw", "case": "errors/x", "runner": runner, "system": runner,
+                "outcome": outcome,
                 "known_issue": issue, "observed": observed, "column": f"i386@{runner}", "clause": "c",
                 "nodeid": runner}
 
