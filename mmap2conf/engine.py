@@ -155,6 +155,7 @@ class _Session:
     helper: HelperSession
     properties: Properties
     probe: dict
+    binary: object        # what the runner starts: the helper's path (or its name in an image)
 
 
 class Engine:
@@ -227,7 +228,7 @@ class Engine:
         except (SystemUnderTestError, RunnerUnavailable):
             session.close()
             raise
-        return _Session(session, properties, probe)
+        return _Session(session, properties, probe, helper)
 
     def _close_other_guests(self, group: str) -> None:
         """An idle guest kernel still takes host CPU (the loongson-3 one spins a whole core),
@@ -275,8 +276,7 @@ class Engine:
         request = case.concrete_inputs(properties.page_size, unit)
         record.request = request
         line = json.dumps(request, separators=(",", ":"))
-        record.reproducer = instance.runner.reproducer(instance.runner.helper(instance.flavour), line,
-                                                       case.scratch, bool(case.trace))
+        record.reproducer = instance.runner.reproducer(session.binary, line, case.scratch, bool(case.trace))
         helper = session.helper
         mark = helper.stderr_size()
         started = time.perf_counter()
