@@ -6,12 +6,19 @@ come from arches/*.toml (each flavour's compiler) and from the runners; the
 Python packages are the pinned requirements.txt, installed into .venv. A second
 run finds everything present and installs nothing.
 
-With MMAP2CONF_IMAGE=1 (the container image, docker/Dockerfile) the browser and
-the container engine are left out: the image runs the suite, not its reports'
-browser test nor the docker runner.
+The tests of the result formats read KTAP with the kernel's own parser, and the
+LAVA files with LAVA's own schemas and helper: those files are unpacked from
+Debian packages into the build cache, not installed (mmap2conf/debian.py).
+
+With MMAP2CONF_IMAGE=1 (the container image, docker/Dockerfile) the browser, the
+container engine and the files of those tests are left out: the image runs the
+suite, not its reports' browser test nor the docker runner. With `--runner KIND[,KIND]`
+(a LAVA device, lava/mmap2-conformance.yaml) only what running the configurations of
+those runner kinds needs is installed: their compilers and the runners' own packages.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -19,6 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import debian
 from .model import REPO, load_all
 from .runners import RUNNER_CLASSES, Docker
 
@@ -32,12 +40,20 @@ BASE_PACKAGES = ("python3-venv", "make")
 HOST_PACKAGES = ("chromium", "chromium-driver", *Docker.apt)
 
 
-def apt_packages() -> list[str]:
-    wanted = set(BASE_PACKAGES if os.environ.get("MMAP2CONF_IMAGE") else BASE_PACKAGES + HOST_PACKAGES)
+def apt_packages(runner_kinds: set[str] | None = None) -> list[str]:
+    """The Debian packages to install; with runner_kinds, only what those runners need."""
+    if runner_kinds is not None or os.environ.get("MMAP2CONF_IMAGE"):
+        wanted = set(BASE_PACKAGES)
+    else:
+        wanted = set(BASE_PACKAGES + HOST_PACKAGES)
     for config in load_all().values():
+        kinds = set(config.runners) if runner_kinds is None else set(config.runners) & runner_kinds
+        if not kinds:
+            continue
         for flavour in config.flavours.values():
             wanted.update(flavour.apt)
-        for kind, spec in config.runners.items():
+        for kind in kinds:
+            spec = config.runners[kind]
             wanted.update(RUNNER_PACKAGES[kind])
             if spec.kernel is not None:   # a kernel runner: the package with its kernel file
                 wanted.add(spec.kernel.package)
@@ -59,8 +75,8 @@ def as_root(command: list[str]) -> list[str]:
     return ["sudo", *command]
 
 
-def install_apt() -> None:
-    missing = missing_packages(apt_packages())
+def install_apt(runner_kinds: set[str] | None = None) -> None:
+    missing = missing_packages(apt_packages(runner_kinds))
     if not missing:
         print("bootstrap: Debian packages present")
         return
@@ -86,9 +102,33 @@ def install_venv() -> None:
     stamp.write_text(digest)
 
 
-def main() -> None:
-    install_apt()
+def apt_update() -> None:
+    subprocess.run(as_root(["apt-get", "update", "-q"]), check=True,
+                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def fetch_debian_files() -> None:
+    """The kernel's KTAP parser and LAVA's schemas and helper, for tests/unit (not installed)."""
+    for files in debian.ALL:
+        if debian.candidate_version(files.package) is None and debian.cached(files) is None:
+            apt_update()
+        where = debian.fetch(files)
+        print(f"bootstrap: {files.package} files in {where}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m mmap2conf.bootstrap", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runner", help="install only what these runner kinds need (comma-separated), "
+                                         "e.g. native on a LAVA device")
+    args = parser.parse_args(argv)
+    runner_kinds = set(args.runner.split(",")) if args.runner else None
+    unknown = (runner_kinds or set()) - set(RUNNER_PACKAGES)
+    if unknown:
+        parser.error(f"unknown runner kind {', '.join(sorted(unknown))} (known: {', '.join(sorted(RUNNER_PACKAGES))})")
+    install_apt(runner_kinds)
     install_venv()
+    if runner_kinds is None and not os.environ.get("MMAP2CONF_IMAGE"):
+        fetch_debian_files()
 
 
 if __name__ == "__main__":
