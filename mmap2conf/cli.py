@@ -1,15 +1,17 @@
 """The mmap2-conformance command.
 
     mmap2-conformance run [--arch A] [--libc L] [--runner R] [--qemu-dir D] [--require-all]
-                          [--jobs N] [--reports DIR] [-- PYTEST-ARGS...]
+                          [--jobs N] [--reports DIR] [--ktap PATH] [-- PYTEST-ARGS...]
     mmap2-conformance compare OLD.json NEW.json [--ignore-runner]
     mmap2-conformance html REPORT.json OUT.html
     mmap2-conformance screenshot REPORT.html OUT.png
+    mmap2-conformance ktap REPORT.json [-o PATH]                          (ktap.py)
 
 `run` is the main job: the conformance cases through pytest (the plugin prints the
 matrix), then reports/conformance.{json,xml,html} and a screenshot of the HTML.
 Its exit status is pytest's: 0 only when every case passed, is n.a., or is a known
-issue; an unexpected failure or an unexpected pass is non-zero.
+issue; an unexpected failure or an unexpected pass is non-zero. `ktap` converts a
+JSON report into what kernel CI systems read; without -o it prints.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from .cases import load_clauses
 from .htmlreport import write_html
 from .knownissues import load_known_issues
+from .ktap import write_ktap
 from .model import REPO
 
 BROWSER_TIMEOUT = 120
@@ -46,12 +49,24 @@ def run(args: argparse.Namespace) -> int:
     if json_path.exists():
         write_html(json_path, html_path, load_clauses(), {i.id: i for i in load_known_issues()})
         print(f"reports: {json_path}, {reports / 'conformance.xml'}, {html_path}")
+        if args.ktap:
+            write_ktap(json_path, Path(args.ktap), known_issue_titles())
+            print(f"KTAP: {args.ktap}")
         if shutil.which("chromium"):
             screenshot(html_path, reports / "conformance.png")
             print(f"screenshot: {reports / 'conformance.png'}")
         else:
             print("no screenshot: chromium is not installed (make bootstrap installs it)")
     return status
+
+
+def known_issue_titles() -> dict[str, str]:
+    return {issue.id: issue.title for issue in load_known_issues()}
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
 
 
 def screenshot(html_path: Path, png_path: Path) -> None:
@@ -100,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--require-all", action="store_true", help="fail instead of skipping what cannot run")
     run_parser.add_argument("--jobs", type=int, default=0, help="pytest-xdist workers (default 0: serial)")
     run_parser.add_argument("--reports", default=str(REPO / "reports"), help="report directory (default: reports/)")
+    run_parser.add_argument("--ktap", help="also write the KTAP of the run's JSON report to this path")
     run_parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     compare_parser = commands.add_parser("compare", help="cases whose outcome differs between two JSON reports")
     compare_parser.add_argument("old", type=Path)
@@ -112,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     shot_parser = commands.add_parser("screenshot", help="a PNG of an HTML report, by headless Chromium")
     shot_parser.add_argument("report", type=Path)
     shot_parser.add_argument("output", type=Path)
+    ktap_parser = commands.add_parser("ktap", help="KTAP version 1 of a JSON report (one subtest per column)")
+    ktap_parser.add_argument("report", type=Path)
+    ktap_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -126,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "html":
         write_html(args.report, args.output, load_clauses(), {i.id: i for i in load_known_issues()})
+        return 0
+    if args.command == "ktap":
+        _emit(write_ktap(args.report, args.output, known_issue_titles()), args.output)
         return 0
     screenshot(args.report, args.output)
     return 0

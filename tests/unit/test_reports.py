@@ -1,24 +1,10 @@
 """Reports made by the suite itself: the HTML in a real headless browser, and the
-compare mode on two real JSON reports."""
+compare mode on two real JSON reports (real_reports: tests/unit/conftest.py)."""
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from mmap2conf.cli import CHROMIUM_FLAGS, compare, screenshot
-from mmap2conf.model import REPO
-
-
-@pytest.fixture(scope="module")
-def real_reports(tmp_path_factory):
-    """The i386 cases run under qemu-user and by the host kernel, as two reports."""
-    out = tmp_path_factory.mktemp("reports")
-    for runner in ("qemu-user", "native"):
-        subprocess.run([sys.executable, "-m", "mmap2conf", "run", "--arch", "i386", "--runner", runner,
-                        "--reports", str(out / runner), "--", "-q"], cwd=REPO, check=True,
-                       capture_output=True, timeout=600)
-    return out
 
 
 def test_compare_shows_what_qemu_gets_wrong_against_the_kernel(real_reports):
