@@ -6,12 +6,13 @@
     mmap2-conformance html REPORT.json OUT.html
     mmap2-conformance screenshot REPORT.html OUT.png
     mmap2-conformance ktap REPORT.json [-o PATH]                          (ktap.py)
+    mmap2-conformance kcidb REPORT.json [--origin NAME] [--commit SHA] [-o PATH]   (kcidb.py)
 
 `run` is the main job: the conformance cases through pytest (the plugin prints the
 matrix), then reports/conformance.{json,xml,html} and a screenshot of the HTML.
 Its exit status is pytest's: 0 only when every case passed, is n.a., or is a known
-issue; an unexpected failure or an unexpected pass is non-zero. `ktap` converts a
-JSON report into what kernel CI systems read; without -o it prints.
+issue; an unexpected failure or an unexpected pass is non-zero. `ktap` and `kcidb`
+convert a JSON report into what kernel CI systems read; without -o they print.
 """
 from __future__ import annotations
 
@@ -131,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     ktap_parser = commands.add_parser("ktap", help="KTAP version 1 of a JSON report (one subtest per column)")
     ktap_parser.add_argument("report", type=Path)
     ktap_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
+    kcidb_parser = commands.add_parser("kcidb", help="KCIDB I/O JSON of a JSON report (validated by kcidb-io)")
+    kcidb_parser.add_argument("report", type=Path)
+    kcidb_parser.add_argument("--origin", default="mmap2_conformance",
+                              help="the submitting CI system, [a-z0-9_]+ (default: mmap2_conformance)")
+    kcidb_parser.add_argument("--commit", help="the suite's commit, when the report does not record it "
+                                                "(default: this checkout's HEAD)")
+    kcidb_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -148,6 +156,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "ktap":
         _emit(write_ktap(args.report, args.output, known_issue_titles()), args.output)
+        return 0
+    if args.command == "kcidb":
+        from .kcidb import write_kcidb   # late: kcidb-io and jsonschema are only needed here
+        try:
+            text = write_kcidb(args.report, args.output, args.origin, args.commit,
+                               {i.id: i for i in load_known_issues()})
+        except ValueError as exc:
+            parser.error(str(exc))
+        _emit(text, args.output)
         return 0
     screenshot(args.report, args.output)
     return 0
