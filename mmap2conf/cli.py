@@ -7,12 +7,13 @@
     mmap2-conformance screenshot REPORT.html OUT.png
     mmap2-conformance ktap REPORT.json [-o PATH]                          (ktap.py)
     mmap2-conformance kcidb REPORT.json [--origin NAME] [--commit SHA] [-o PATH]   (kcidb.py)
+    mmap2-conformance lava REPORT.json [-o PATH]                          (lava.py)
 
 `run` is the main job: the conformance cases through pytest (the plugin prints the
 matrix), then reports/conformance.{json,xml,html} and a screenshot of the HTML.
 Its exit status is pytest's: 0 only when every case passed, is n.a., or is a known
-issue; an unexpected failure or an unexpected pass is non-zero. `ktap` and `kcidb`
-convert a JSON report into what kernel CI systems read; without -o they print.
+issue; an unexpected failure or an unexpected pass is non-zero. `ktap`, `kcidb` and
+`lava` convert a JSON report into what kernel CI systems read; without -o they print.
 """
 from __future__ import annotations
 
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     kcidb_parser.add_argument("--commit", help="the suite's commit, when the report does not record it "
                                                 "(default: this checkout's HEAD)")
     kcidb_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
+    lava_parser = commands.add_parser("lava", help="one `lava-test-case NAME --result R` line per case")
+    lava_parser.add_argument("report", type=Path)
+    lava_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -165,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         _emit(text, args.output)
+        return 0
+    if args.command == "lava":
+        from .lava import write_lava
+        _emit(write_lava(args.report, args.output), args.output)
         return 0
     screenshot(args.report, args.output)
     return 0
