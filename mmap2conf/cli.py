@@ -18,6 +18,7 @@ issue; an unexpected failure or an unexpected pass is non-zero. `ktap`, `kcidb` 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import shutil
 import subprocess
@@ -50,15 +51,15 @@ def run(args: argparse.Namespace) -> int:
     status = subprocess.run(command + args.pytest_args, cwd=REPO).returncode
     if json_path.exists():
         write_html(json_path, html_path, load_clauses(), {i.id: i for i in load_known_issues()})
-        print(f"reports: {json_path}, {reports / 'conformance.xml'}, {html_path}")
+        print(f"reports in {reports}: conformance.json, conformance.xml, conformance.html")
         if args.ktap:
             write_ktap(json_path, Path(args.ktap), known_issue_titles())
             print(f"KTAP: {args.ktap}")
-        if shutil.which("chromium"):
+        if screenshot_tools():
             screenshot(html_path, reports / "conformance.png")
             print(f"screenshot: {reports / 'conformance.png'}")
         else:
-            print("no screenshot: chromium is not installed (make bootstrap installs it)")
+            print("no screenshot: it needs chromium and chromium-driver (make bootstrap installs them)")
     return status
 
 
@@ -71,14 +72,54 @@ def _emit(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
 
 
+# The region of the screenshot: from the matrix's heading to the end of the verdicts,
+# as wide as the matrix (its cells do not wrap), measured at the width it is shot at.
+SHOT_REGION = """
+const top = document.getElementById('matrix-heading').getBoundingClientRect().top + window.scrollY;
+const matrix = document.getElementById('matrix').getBoundingClientRect();
+const end = document.getElementById('verdicts').getBoundingClientRect();
+return [Math.ceil(matrix.right + matrix.left), Math.floor(top), Math.ceil(end.bottom + window.scrollY + 12)];
+"""
+
+
+def screenshot_tools() -> tuple[str, str] | None:
+    """chromium and its WebDriver (Debian's chromium and chromium-driver), or None."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    return (chromium, driver) if chromium and driver else None
+
+
 def screenshot(html_path: Path, png_path: Path) -> None:
-    with_profile = Path(png_path.parent / ".chromium-profile")
+    """A PNG of the whole matrix and the verdicts of an HTML report, however many columns:
+    headless Chromium through WebDriver, the viewport sized to the matrix, the region
+    captured beyond the viewport (DevTools Page.captureScreenshot)."""
+    from selenium import webdriver   # late: only the screenshot needs it
+
+    tools = screenshot_tools()
+    if tools is None:
+        raise RuntimeError("a screenshot needs chromium and chromedriver (make bootstrap installs them)")
+    profile = png_path.parent / ".chromium-profile"
+    options = webdriver.ChromeOptions()
+    options.binary_location = tools[0]
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile.resolve()}")
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=tools[1]))
     try:
-        subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={with_profile}", "--window-size=1600,1400",
-                        f"--screenshot={png_path.resolve()}", html_path.resolve().as_uri()],
-                       check=True, capture_output=True, timeout=BROWSER_TIMEOUT)
+        browser.set_page_load_timeout(BROWSER_TIMEOUT)
+        browser.get(html_path.resolve().as_uri())
+        width, _, _ = browser.execute_script(SHOT_REGION)
+        # At the matrix's width the text around it reflows: measure the height there.
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": max(width, 800), "height": 800, "deviceScaleFactor": 1, "mobile": False})
+        width, top, bottom = browser.execute_script(SHOT_REGION)
+        shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": top, "width": max(width, 800), "height": bottom - top, "scale": 1}})
+        png_path.parent.mkdir(parents=True, exist_ok=True)
+        png_path.write_bytes(base64.b64decode(shot["data"]))
     finally:
-        shutil.rmtree(with_profile, ignore_errors=True)
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 def compare(old_path: Path, new_path: Path, ignore_runner: bool) -> list[tuple]:
