@@ -80,7 +80,11 @@ def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome
     label = max([len(c) for c in used] + [10]) + 4
     col = max([len(cell_text(group)) for group in cells.values()] + [len(f"[{len(columns)}]")]) + 2
     per_block = max(1, (width - label) // col)
-    lines = _wrap("  ".join(f"[{index}] {column}" for index, column in enumerate(columns, 1)), width, "")
+    lines = [""]
+    for entry in (f"[{index}] {column}" for index, column in enumerate(columns, 1)):
+        if lines[-1] and len(lines[-1]) + 2 + len(entry) > width:   # an entry is never split
+            lines.append("")
+        lines[-1] += ("  " if lines[-1] else "") + entry
     for start in range(0, len(columns), per_block):
         block = list(enumerate(columns, 1))[start:start + per_block]
         lines.append("")
@@ -101,7 +105,13 @@ def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome
         group = [r for r in records if r["column"] == column]
         verdict = column_verdict(group)
         good = "passed" if verdict.startswith(("CONFORMANT", "conformant")) else "failed"
-        lines += [markup(part, good) for part in _wrap(f"[{index}] {column}: {verdict}", width)]
+        text = f"[{index}] {column}: {verdict}"
+        if len(text) > width:   # the counts go to lines of their own, whole
+            head, _, counts = text.partition(" (")
+            parts = _wrap(head, width) + _wrap(f"    ({counts}", width)
+        else:
+            parts = [text]
+        lines += [markup(part, good) for part in parts]
     return lines
 
 

@@ -83,6 +83,10 @@ def test_the_matrix_fits_the_width_in_blocks_of_columns():
     for width in (80, 120, 200):
         lines = matrix_lines(records, CLAUSES, width=width)
         assert max(len(line) for line in lines) <= width, width
+        legend = lines[:lines.index("")]
+        assert re.findall(r"\[\d+\] [^ ]+", " ".join(legend)) == [f"[{n}] {c}" for n, c in
+                                                                  enumerate(sorted(columns), 1)]
+        assert all(re.fullmatch(r"(\[\d+\] [^ ]+)(  \[\d+\] [^ ]+)*", line) for line in legend)
         blocks = [[int(n) for n in re.findall(r"\[(\d+)\]", line)]
                   for line in lines if re.fullmatch(r" +\[\d+\]( +\[\d+\])*", line)]
         assert [n for block in blocks for n in block] == list(range(1, 23))   # each column in one block
