@@ -9,12 +9,19 @@ emulators/qemu-user.toml that come from the archive, the kernels of machines/)
 is fetched into the cache by mmap2conf.archive, never installed over the
 system's packages. A second run finds everything present and installs nothing.
 
-With MMAP2CONF_IMAGE=1 (the container image, docker/Dockerfile) the browser and
-the container engine are left out: the image runs the suite, not its reports'
-browser test nor the docker runner.
+The tests of the result formats read KTAP with the kernel's own parser, and the
+LAVA files with LAVA's own schemas and helper: those files are unpacked from
+Debian packages into the build cache, not installed (mmap2conf/debian.py).
+
+With MMAP2CONF_IMAGE=1 (the container image, docker/Dockerfile) the browser, the
+container engine and the files of those tests are left out: the image runs the
+suite, not its reports' browser test nor the docker runner. With `--runner KIND[,KIND]`
+(a LAVA device, lava/mmap2-conformance.yaml) only what running the configurations of
+those runner kinds needs is installed: their compilers and the runners' own packages.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -22,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import archive
+from . import archive, debian
 from .machines import load_machines
 from .model import REPO, load_all
 from .runners import REGISTRY
@@ -38,14 +45,24 @@ BASE_PACKAGES = ("python3-venv", "make")
 HOST_PACKAGES = ("chromium", "chromium-driver", *Docker.apt)
 
 
-def apt_packages() -> list[str]:
-    wanted = set(BASE_PACKAGES if os.environ.get("MMAP2CONF_IMAGE") else BASE_PACKAGES + HOST_PACKAGES)
-    for config in load_all().values():
+def apt_packages(runner_kinds: set[str] | None = None) -> list[str]:
+    """The Debian packages to install; with runner_kinds, only what those runners need."""
+    if runner_kinds is not None or os.environ.get("MMAP2CONF_IMAGE"):
+        wanted = set(BASE_PACKAGES)
+    else:
+        wanted = set(BASE_PACKAGES + HOST_PACKAGES)
+    kinds = set(REGISTRY) - {"docker"} if runner_kinds is None else runner_kinds
+    configs = load_all()
+    machines = load_machines(configs)
+    for config in configs.values():
+        # The kinds that may run this configuration: its own, and linux where a machine runs it.
+        own = set(config.runners) | ({"linux"} if any(config.name in m.runs for m in machines.values()) else set())
+        if not own & kinds:
+            continue
         for flavour in config.flavours.values():
             wanted.update(flavour.apt)
-    for kind, runner in REGISTRY.items():
-        if kind != "docker":   # the docker runner's packages are HOST_PACKAGES
-            wanted.update(runner.apt)
+    for kind in kinds - {"docker"}:   # the docker runner's packages are HOST_PACKAGES
+        wanted.update(REGISTRY[kind].apt)
     return sorted(wanted)
 
 
@@ -64,8 +81,8 @@ def as_root(command: list[str]) -> list[str]:
     return ["sudo", *command]
 
 
-def install_apt() -> None:
-    missing = missing_packages(apt_packages())
+def install_apt(runner_kinds: set[str] | None = None) -> None:
+    missing = missing_packages(apt_packages(runner_kinds))
     if not missing:
         print("bootstrap: Debian packages present")
         return
@@ -104,11 +121,36 @@ def fetch_systems() -> None:
         print(f"bootstrap: {package} ({suite}) in {root}", flush=True)
 
 
-def main() -> None:
-    install_apt()
-    if not os.environ.get("MMAP2CONF_IMAGE"):
+def apt_update() -> None:
+    subprocess.run(as_root(["apt-get", "update", "-q"]), check=True,
+                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def fetch_debian_files() -> None:
+    """The kernel's KTAP parser and LAVA's schemas and helper, for tests/unit (not installed)."""
+    for files in debian.ALL:
+        if debian.candidate_version(files.package) is None and debian.cached(files) is None:
+            apt_update()
+        where = debian.fetch(files)
+        print(f"bootstrap: {files.package} files in {where}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m mmap2conf.bootstrap", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runner", help="install only what these runner kinds need (comma-separated), "
+                                         "e.g. native on a LAVA device")
+    args = parser.parse_args(argv)
+    runner_kinds = set(args.runner.split(",")) if args.runner else None
+    unknown = (runner_kinds or set()) - set(REGISTRY)
+    if unknown:
+        parser.error(f"unknown runner kind {', '.join(sorted(unknown))} (known: {', '.join(sorted(REGISTRY))})")
+    install_apt(runner_kinds)
+    # The default systems' files: only where the default systems run (not on a device, nor in the image).
+    if runner_kinds is None and not os.environ.get("MMAP2CONF_IMAGE"):
         fetch_systems()
     install_venv()
+    if runner_kinds is None and not os.environ.get("MMAP2CONF_IMAGE"):
+        fetch_debian_files()
 
 
 if __name__ == "__main__":

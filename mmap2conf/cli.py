@@ -1,20 +1,25 @@
 """The mmap2-conformance command.
 
-    mmap2-conformance run [--arch A] [--libc L] [--runner R] [--qemu-dir D] [--kernel IMAGE [--machine M]] [--require-all]
-                          [--jobs N] [--reports DIR] [-- PYTEST-ARGS...]
+    mmap2-conformance run [--arch A] [--libc L] [--runner R] [--qemu-dir D] [--kernel IMAGE [--machine M]]
+                          [--require-all] [--jobs N] [--reports DIR] [--ktap PATH] [-- PYTEST-ARGS...]
     mmap2-conformance compare OLD.json NEW.json [--ignore-runner]
     mmap2-conformance html REPORT.json OUT.html
     mmap2-conformance screenshot REPORT.html OUT.png
+    mmap2-conformance ktap REPORT.json [-o PATH]                          (ktap.py)
+    mmap2-conformance kcidb REPORT.json [--origin NAME] [--commit SHA] [-o PATH]   (kcidb.py)
+    mmap2-conformance lava REPORT.json [-o PATH]                          (lava.py)
 
 `run` is the main job: the conformance cases through pytest (the plugin prints the
 matrix), then reports/conformance.{json,xml,html} and a screenshot of the HTML.
 Its exit status (report.exit_status): 0 conformant (every case passed, is n.a. or
 a known issue), 1 nonconformant (an unexpected failure or pass), 2 interrupted,
-4 usage error, 6 could not run what was asked.
+4 usage error, 6 could not run what was asked. `ktap`, `kcidb` and `lava` convert a
+JSON report into what kernel CI systems read; without -o they print.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import shutil
 import subprocess
@@ -24,6 +29,7 @@ from pathlib import Path
 from .cases import load_clauses
 from .htmlreport import write_html
 from .knownissues import load_known_issues
+from .ktap import write_ktap
 from .model import REPO
 
 BROWSER_TIMEOUT = 120
@@ -49,23 +55,75 @@ def run(args: argparse.Namespace) -> int:
     status = subprocess.run(command + args.pytest_args, cwd=REPO).returncode
     if json_path.exists():
         write_html(json_path, html_path, load_clauses(), {i.id: i for i in load_known_issues()})
-        print(f"reports: {json_path}, {reports / 'conformance.xml'}, {html_path}")
-        if shutil.which("chromium"):
+        print(f"reports in {reports}: conformance.json, conformance.xml, conformance.html")
+        if args.ktap:
+            write_ktap(json_path, Path(args.ktap), known_issue_titles())
+            print(f"KTAP: {args.ktap}")
+        if screenshot_tools():
             screenshot(html_path, reports / "conformance.png")
             print(f"screenshot: {reports / 'conformance.png'}")
         else:
-            print("no screenshot: chromium is not installed (make bootstrap installs it)")
+            print("no screenshot: it needs chromium and chromium-driver (make bootstrap installs them)")
     return status
 
 
+def known_issue_titles() -> dict[str, str]:
+    return {issue.id: issue.title for issue in load_known_issues()}
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+
+
+# The region of the screenshot: from the matrix's heading to the end of the verdicts,
+# as wide as the matrix (its cells do not wrap), measured at the width it is shot at.
+SHOT_REGION = """
+const top = document.getElementById('matrix-heading').getBoundingClientRect().top + window.scrollY;
+const matrix = document.getElementById('matrix').getBoundingClientRect();
+const end = document.getElementById('verdicts').getBoundingClientRect();
+return [Math.ceil(matrix.right + matrix.left), Math.floor(top), Math.ceil(end.bottom + window.scrollY + 12)];
+"""
+
+
+def screenshot_tools() -> tuple[str, str] | None:
+    """chromium and its WebDriver (Debian's chromium and chromium-driver), or None."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    return (chromium, driver) if chromium and driver else None
+
+
 def screenshot(html_path: Path, png_path: Path) -> None:
-    with_profile = Path(png_path.parent / ".chromium-profile")
+    """A PNG of the whole matrix and the verdicts of an HTML report, however many columns:
+    headless Chromium through WebDriver, the viewport sized to the matrix, the region
+    captured beyond the viewport (DevTools Page.captureScreenshot)."""
+    from selenium import webdriver   # late: only the screenshot needs it
+
+    tools = screenshot_tools()
+    if tools is None:
+        raise RuntimeError("a screenshot needs chromium and chromedriver (make bootstrap installs them)")
+    profile = png_path.parent / ".chromium-profile"
+    options = webdriver.ChromeOptions()
+    options.binary_location = tools[0]
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile.resolve()}")
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=tools[1]))
     try:
-        subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={with_profile}", "--window-size=1600,1400",
-                        f"--screenshot={png_path.resolve()}", html_path.resolve().as_uri()],
-                       check=True, capture_output=True, timeout=BROWSER_TIMEOUT)
+        browser.set_page_load_timeout(BROWSER_TIMEOUT)
+        browser.get(html_path.resolve().as_uri())
+        width, _, _ = browser.execute_script(SHOT_REGION)
+        # At the matrix's width the text around it reflows: measure the height there.
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": max(width, 800), "height": 800, "deviceScaleFactor": 1, "mobile": False})
+        width, top, bottom = browser.execute_script(SHOT_REGION)
+        shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": top, "width": max(width, 800), "height": bottom - top, "scale": 1}})
+        png_path.parent.mkdir(parents=True, exist_ok=True)
+        png_path.write_bytes(base64.b64decode(shot["data"]))
     finally:
-        shutil.rmtree(with_profile, ignore_errors=True)
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 def compare(old_path: Path, new_path: Path, ignore_runner: bool) -> list[tuple]:
@@ -108,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--require-all", action="store_true", help="fail instead of skipping what cannot run")
     run_parser.add_argument("--jobs", type=int, default=0, help="pytest-xdist workers (default 0: serial)")
     run_parser.add_argument("--reports", default=str(REPO / "reports"), help="report directory (default: reports/)")
+    run_parser.add_argument("--ktap", help="also write the KTAP of the run's JSON report to this path")
     run_parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     compare_parser = commands.add_parser("compare", help="cases whose outcome differs between two JSON reports")
     compare_parser.add_argument("old", type=Path)
@@ -120,6 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     shot_parser = commands.add_parser("screenshot", help="a PNG of an HTML report, by headless Chromium")
     shot_parser.add_argument("report", type=Path)
     shot_parser.add_argument("output", type=Path)
+    ktap_parser = commands.add_parser("ktap", help="KTAP version 1 of a JSON report (one subtest per column)")
+    ktap_parser.add_argument("report", type=Path)
+    ktap_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
+    kcidb_parser = commands.add_parser("kcidb", help="KCIDB I/O JSON of a JSON report (validated by kcidb-io)")
+    kcidb_parser.add_argument("report", type=Path)
+    kcidb_parser.add_argument("--origin", default="mmap2_conformance",
+                              help="the submitting CI system, [a-z0-9_]+ (default: mmap2_conformance)")
+    kcidb_parser.add_argument("--commit", help="the suite's commit, when the report does not record it "
+                                                "(default: this checkout's HEAD)")
+    kcidb_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
+    lava_parser = commands.add_parser("lava", help="one `lava-test-case NAME --result R` line per case")
+    lava_parser.add_argument("report", type=Path)
+    lava_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -134,6 +206,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "html":
         write_html(args.report, args.output, load_clauses(), {i.id: i for i in load_known_issues()})
+        return 0
+    if args.command == "ktap":
+        _emit(write_ktap(args.report, args.output, known_issue_titles()), args.output)
+        return 0
+    if args.command == "kcidb":
+        from .kcidb import write_kcidb   # late: kcidb-io and jsonschema are only needed here
+        try:
+            text = write_kcidb(args.report, args.output, args.origin, args.commit,
+                               {i.id: i for i in load_known_issues()})
+        except ValueError as exc:
+            parser.error(str(exc))
+        _emit(text, args.output)
+        return 0
+    if args.command == "lava":
+        from .lava import write_lava
+        _emit(write_lava(args.report, args.output), args.output)
         return 0
     screenshot(args.report, args.output)
     return 0

@@ -24,6 +24,8 @@ td.cell a { color: inherit; text-decoration: none; display: block; }
 .skipped { background: #e8dcf3; } .failed, .error, .xpassed { background: #f6c9c9; font-weight: bold; }
 code, pre { font: 12px/1.3 ui-monospace, monospace; white-space: pre-wrap; word-break: break-all; }
 details { margin: 0.2em 0; } h2 { margin-top: 1.5em; }
+#matrix th, #matrix td { white-space: nowrap; }
+#matrix th.column { writing-mode: vertical-rl; transform: rotate(180deg); vertical-align: bottom; padding: 7px 3px; }
 """
 
 
@@ -77,8 +79,9 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
         out.append(f"<h2 id='unexpected'>Unexpected results ({len(bad)})</h2>")
         out += [_case_block(r) for r in bad]
 
-    out.append("<h2>Matrix</h2><table id='matrix'><tr><th>clause</th>"
-               + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
+    # Column headers run upwards, so that a cell is as narrow as its text ("pass 12").
+    out.append("<h2 id='matrix-heading'>Matrix</h2><table id='matrix'><tr><th>clause</th>"
+               + "".join(f"<th class='column'>{html.escape(c)}</th>" for c in columns) + "</tr>")
     section = None
     for clause in used:
         if clauses[clause].section != section:
@@ -93,7 +96,7 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
             out.append(f"<td class='cell {_cls(cell_outcome(group))}'><a href='#{_anchor(clause, column)}'>"
                        f"{html.escape(cell_text(group))}</a></td>")
         out.append("</tr>")
-    out.append("</table><h2>Verdicts</h2><ul>")
+    out.append("</table><h2>Verdicts</h2><ul id='verdicts'>")
     for column in columns:
         out.append(f"<li><b>{html.escape(column)}</b>: "
                    f"{html.escape(column_verdict([r for r in records if r['column'] == column]))}</li>")

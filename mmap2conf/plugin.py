@@ -9,16 +9,13 @@ writes the JSON.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shlex
-import time
-from dataclasses import dataclass
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from . import cases, engine, kernels, knownissues, machines, model, report, scratch
+from . import cases, kernels, knownissues, machines, model, report, scratch
 from .engine import Engine, Instance, Outcome, Suite
 from .runners import KINDS, Options
 
@@ -208,9 +205,20 @@ def _is_worker(config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _suite_commit() -> dict:
+    """The suite's own commit (the KCIDB checkout), and whether the tree differs from it."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=model.REPO, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+
+
 def environment() -> dict:
     root, fs, why_not = scratch.scratch_root()
-    return {"host": f"{platform.system()} {platform.release()} {platform.machine()}",
+    return {"host": f"{platform.system()} {platform.release()} {platform.machine()}", "suite": _suite_commit(),
             "python": platform.python_version(), "scratch": {"directory": root, "filesystem": fs,
                                                               "large_files": why_not or "yes"}}
 
@@ -240,14 +248,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return writer._tw.markup(text, **{colours[outcome]: True}) if writer.hasmarkup else text
 
     writer.write_sep("=", "mmap2 conformance matrix")
-    for line in report.matrix_lines(_collected, suite.clauses, markup):
+    width = writer._tw.fullwidth
+    for line in report.matrix_lines(_collected, suite.clauses, markup, width=width):
         writer.write_line(line)
-    issues = report.known_issue_lines(_collected, {i.id: i for i in suite.known_issues})
+    issues = report.known_issue_lines(_collected, {i.id: i for i in suite.known_issues}, width=width)
     if issues:
         writer.write_sep("-", "known issues (known-issues.toml)")
         for line in issues:
             writer.write_line(line)
-    differences = report.differential_lines(_collected)
+    differences = report.differential_lines(_collected, width=width)
     if differences:
         writer.write_sep("-", "answers that differ between systems (why: known issue, or expected there)")
         for line in differences:

@@ -6,6 +6,8 @@ produced; nothing here reruns or re-judges a case.
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -20,6 +22,18 @@ SECTIONS = ("SYNOPSIS", "DESCRIPTION", "RETURN VALUE", "ERRORS", "VERSIONS", "HA
 SEVERITY = ("error", "failed", "xpassed", "skipped", "xfailed", "passed", "n.a.")
 COLOURS = {"passed": "green", "xfailed": "yellow", "n.a.": "cyan", "skipped": "purple",
            "failed": "red", "xpassed": "red", "error": "red"}
+MIN_WIDTH = 40   # below this, as pytest's terminal writer does, assume 80
+
+
+def terminal_width() -> int:
+    """The terminal's width, as pytest's terminal writer finds it (shutil, COLUMNS; 80 when
+    the output is not a terminal)."""
+    width = shutil.get_terminal_size(fallback=(80, 24)).columns
+    return width if width >= MIN_WIDTH else 80
+
+
+def _wrap(text: str, width: int, indent: str = "    ") -> list[str]:
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
 
 
 def cell_outcome(records: list[dict]) -> str:
@@ -72,51 +86,68 @@ def column_verdict(records: list[dict]) -> str:
     return f"CONFORMANT ({summary})"
 
 
-def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome: text) -> list[str]:
-    """Rows: clauses grouped by manual page section; columns: configuration@runner."""
+def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome: text,
+                 width: int | None = None) -> list[str]:
+    """Rows: clauses grouped by manual page section; columns: configuration@runner.
+
+    The columns are numbered in a legend and split into blocks of as many as fit in
+    `width` (default: the terminal's), each block with every row; then one verdict per
+    column, wrapped to the width. The HTML report has the whole table at once."""
+    width = width or terminal_width()
     columns = sorted({r["column"] for r in records})
     cells = defaultdict(list)
     for record in records:
         cells[record["clause"], record["column"]].append(record)
     used = sorted({r["clause"] for r in records},
                   key=lambda c: (SECTIONS.index(clauses[c].section), c))
-    width = max([len(c) for c in used] + [10]) + 4
+    label = max([len(c) for c in used] + [10]) + 4
     col = max([len(cell_text(group)) for group in cells.values()] + [len(f"[{len(columns)}]")]) + 2
-    lines = []
-    # Column headers are long; print them numbered above the grid.
-    for index, column in enumerate(columns, 1):
-        lines.append(f"  [{index}] {column}")
-    lines.append("")
-    lines.append(" " * width + "".join(f"[{i}]".ljust(col) for i in range(1, len(columns) + 1)))
-    section = None
-    for clause in used:
-        if clauses[clause].section != section:
-            section = clauses[clause].section
-            lines.append(section)
-        row = f"  {clause}".ljust(width)
-        for column in columns:
-            group = cells.get((clause, column))
-            text = cell_text(group) if group else "-"
-            row += markup(text.ljust(col), cell_outcome(group) if group else "n.a.")
-        lines.append(row)
+    per_block = max(1, (width - label) // col)
+    lines = [""]
+    for entry in (f"[{index}] {column}" for index, column in enumerate(columns, 1)):
+        if lines[-1] and len(lines[-1]) + 2 + len(entry) > width:   # an entry is never split
+            lines.append("")
+        lines[-1] += ("  " if lines[-1] else "") + entry
+    for start in range(0, len(columns), per_block):
+        block = list(enumerate(columns, 1))[start:start + per_block]
+        lines.append("")
+        lines.append(" " * label + "".join(f"[{index}]".ljust(col) for index, _ in block).rstrip())
+        section = None
+        for clause in used:
+            if clauses[clause].section != section:
+                section = clauses[clause].section
+                lines.append(section)
+            row = f"  {clause}".ljust(label)
+            for _, column in block:
+                group = cells.get((clause, column))
+                text = cell_text(group) if group else "-"
+                row += markup(text.ljust(col), cell_outcome(group) if group else "n.a.")
+            lines.append(row)
     lines.append("")
     for index, column in enumerate(columns, 1):
         group = [r for r in records if r["column"] == column]
         verdict = column_verdict(group)
-        lines.append(markup(f"[{index}] {column}: {verdict}",
-                            "passed" if verdict.startswith(("CONFORMANT", "conformant")) else
-                            "xfailed" if verdict.startswith("NONCONFORMANT") else "failed"))
+        good = ("passed" if verdict.startswith(("CONFORMANT", "conformant")) else
+                "xfailed" if verdict.startswith("NONCONFORMANT") else "failed")
+        text = f"[{index}] {column}: {verdict}"
+        if len(text) > width:   # the counts go to lines of their own, whole
+            head, _, counts = text.partition(" (")
+            parts = _wrap(head, width) + _wrap(f"    ({counts}", width)
+        else:
+            parts = [text]
+        lines += [markup(part, good) for part in parts]
     return lines
 
 
-def known_issue_lines(records: list[dict], issues: dict) -> list[str]:
-    """The known issues the matrix cites, with the columns they affect."""
+def known_issue_lines(records: list[dict], issues: dict, width: int | None = None) -> list[str]:
+    """The known issues the matrix cites, with the columns they affect, wrapped to the width."""
+    width = width or terminal_width()
     lines = []
     for issue_id in sorted({r["known_issue"] for r in records if r["known_issue"]}, key=lambda i: int(i.split("-")[1])):
         columns = sorted({r["column"] for r in records if r["known_issue"] == issue_id})
         issue = issues[issue_id]
-        lines.append(f"{issue_id} ({issue.kind}, {issue.component} {issue.versions}): {issue.title} "
-                     f"[{', '.join(columns)}]")
+        lines += _wrap(f"{issue_id} ({issue.kind}, {issue.component} {issue.versions}): {issue.title} "
+                       f"[{', '.join(columns)}]", width)
     return lines
 
 
@@ -153,17 +184,28 @@ def differential(records: list[dict]) -> list[tuple[str, dict[str, tuple[str, st
     return rows
 
 
-def differential_lines(records: list[dict]) -> list[str]:
+def differential_lines(records: list[dict], width: int | None = None) -> list[str]:
+    """A table (case, then each runner's answer) when it fits the width; else each case
+    on a line of its own, followed by one line per runner's answer."""
+    width = width or terminal_width()
     rows = differential(records)
     runners = sorted({runner for _, answers in rows for runner in answers})
     if not rows:
         return []
     table = [(key, [f"{answers[r][0]} ({answers[r][1]})" if r in answers else "-" for r in runners])
              for key, answers in rows]
-    width = max(len(key) for key, _ in table) + 2
+    key_width = max(len(key) for key, _ in table) + 2
     cell = max(len(c) for _, cells in table for c in cells + runners) + 2
-    return ["case".ljust(width) + "".join(r.ljust(cell) for r in runners)] + [
-        key.ljust(width) + "".join(c.ljust(cell) for c in cells) for key, cells in table]
+    if key_width + cell * len(runners) <= width:
+        return ["case".ljust(key_width) + "".join(r.ljust(cell) for r in runners).rstrip()] + [
+            (key.ljust(key_width) + "".join(c.ljust(cell) for c in cells)).rstrip() for key, cells in table]
+    lines = []
+    for key, answers in rows:
+        lines += _wrap(key, width)
+        for runner in runners:
+            if runner in answers:
+                lines += _wrap(f"    {runner}: {answers[runner][0]} ({answers[runner][1]})", width, " " * 8)
+    return lines
 
 
 def problems_lines(records: list[dict]) -> list[str]:
