@@ -31,7 +31,7 @@ from .verify import verify_helper
 
 HELPER_SOURCE = HELPERS_DIR / "mmap2_helper.c"
 CACHE_DIR = Path(os.environ.get("MMAP2CONF_CACHE", REPO / ".cache"))
-BUILD_TIMEOUT = 300
+BUILD_TIMEOUT = 900   # a first musl build compiles musl itself: 40 s idle, several minutes on a loaded machine
 
 # Freestanding: the helper brings its own _start and syscall stub, so nothing of
 # a libc may be linked or called implicitly (builtins, unwind tables). What only
@@ -134,8 +134,13 @@ def helper_path(config: Config, flavour: str) -> Path:
         if not target.exists():
             partial = target.with_suffix(".partial")
             command = compile_command(config, flavour, partial)
-            result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
-                                    env=build_environment())
+            try:
+                result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                                        env=build_environment())
+            except subprocess.TimeoutExpired:
+                partial.unlink(missing_ok=True)
+                raise BuildError(f"building the {flavour} helper for {config.name} took more than "
+                                 f"{BUILD_TIMEOUT} s: $ {' '.join(command)}") from None
             if result.returncode != 0:
                 partial.unlink(missing_ok=True)
                 raise BuildError(f"building the {flavour} helper for {config.name} failed:\n"

@@ -245,11 +245,19 @@ class Engine:
         self.open.clear()
 
     def run(self, instance: Instance, nodeid: str | None = None) -> Record:
-        """Run one case and return its verdict record."""
+        """Run one case and return its verdict record; whatever goes wrong in the harness
+        is a record too, an error with the reason, never a case without a verdict."""
         record = self.record(instance, nodeid)
+        try:
+            self._run(instance, record)
+        except Exception as exc:   # noqa: BLE001 - the harness broke: say so in the record
+            record.outcome, record.reason = Outcome.ERROR, f"the harness broke: {type(exc).__name__}: {exc}"
+        return record
+
+    def _run(self, instance: Instance, record: Record) -> None:
         if instance.not_applicable:
             record.outcome, record.reason = Outcome.NA, instance.not_applicable
-            return record
+            return
         runner = instance.runner
         try:
             identity = self.identity(runner)
@@ -262,13 +270,12 @@ class Engine:
             record.outcome = Outcome.ERROR if asked else Outcome.SKIPPED
             record.reason = session + (" (asked for by name)" if runner.asked else
                                        " (--require-all)" if self.suite.require_all else "")
-            return record
+            return
         record.properties = session.properties.as_dict()
         try:
             self._judge(instance, session, record)
         except (cases.CaseError, oracle.OracleError, knownissues.KnownIssueError) as exc:
             record.outcome, record.reason = Outcome.ERROR, f"the suite's data: {exc}"
-        return record
 
     def _judge(self, instance: Instance, session: _Session, record: Record) -> None:
         config, case, properties = instance.config, instance.case, session.properties

@@ -193,7 +193,7 @@ def pytest_runtest_logreport(report):
         if name == RECORD and report.when == "call":
             _collected.append(value)
             return
-    if report.failed and report.when in ("setup", "teardown"):   # the harness itself broke
+    if report.failed:   # a failure with no verdict record: the harness itself broke
         _broken.append(f"{report.nodeid} ({report.when}): {report.longrepr}")
 
 
@@ -230,11 +230,11 @@ def pytest_sessionfinish(session, exitstatus):
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     if exitstatus in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR) or not _collected:
         return
-    session.exitstatus = report.exit_status(_collected, interrupted or bool(_broken))
+    session.exitstatus = report.exit_status(_collected, interrupted, broken=bool(_broken))
     path = config.getoption("m2_json")
     if path:
         report.write_json(_collected, path, environment(),
-                          "interrupted" if interrupted else report.STATUS_NAMES[session.exitstatus])
+                          "interrupted" if interrupted else report.STATUS_NAMES[session.exitstatus], _broken)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -265,6 +265,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if problems:
         writer.write_sep("-", "unexpected results")
         for line in problems:
+            writer.write_line(line)
+    if _broken:
+        writer.write_sep("-", "harness errors (tests that failed without a verdict)")
+        for line in _broken:
             writer.write_line(line)
 
 

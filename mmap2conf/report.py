@@ -56,15 +56,16 @@ def cell_text(records: list[dict]) -> str:
     return f"FAIL {bad}/{len(records)}"
 
 
-def exit_status(records: list[dict], interrupted: bool) -> int:
+def exit_status(records: list[dict], interrupted: bool = False, broken: bool = False) -> int:
     """0 conformant (known issues allowed), 1 nonconformant (an unexpected failure or
-    pass), 6 could not run what was asked (or the harness broke), 2 interrupted."""
+    pass), 6 could not run what was asked (or the harness broke: ``broken``, a test
+    that failed without a verdict record), 2 interrupted."""
     counts = Counter(r["outcome"] for r in records)
     if interrupted:
         return EXIT_INTERRUPTED
     if counts["failed"] or counts["xpassed"]:
         return EXIT_NONCONFORMANT
-    if counts["error"]:
+    if counts["error"] or broken:
         return EXIT_NOT_RUN
     return EXIT_CONFORMANT
 
@@ -221,10 +222,13 @@ def problems_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def write_json(records: list[dict], path: Path, environment: dict, status: str) -> None:
-    """``status``: how the run ended (STATUS_NAMES, or "interrupted")."""
+def write_json(records: list[dict], path: Path, environment: dict, status: str,
+               harness_errors: list[str] = ()) -> None:
+    """``status``: how the run ended (STATUS_NAMES, or "interrupted"); ``harness_errors``:
+    tests that failed without a verdict record."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {"schema": SCHEMA, "status": status, "environment": environment,
+    document = {"schema": SCHEMA, "status": status, "harness_errors": list(harness_errors),
+                "environment": environment,
                 "summary": dict(Counter(r["outcome"] for r in records)),
                 "records": sorted(records, key=lambda r: r["nodeid"])}
     path.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
