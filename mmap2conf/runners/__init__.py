@@ -5,7 +5,8 @@ REGISTRY maps kind names to them. Everything above the runners (the engine, the
 oracle, the reports) is the same for every kind and never asks which kind it has:
 what differs is said through this interface (the command that starts a helper,
 whether its stream is a guest's console, how a tracer shows mmap2's offset, what
-the runner can state about the system before anything runs).
+the runner can state about the system before anything runs, what it sends the
+helper process before the first request).
 
 A runner object is one *system under test* for one configuration: a qemu-user
 release, the host kernel, one kernel image on one machine, a container image.
@@ -104,6 +105,11 @@ class Runner(ABC):
     @abstractmethod
     def command(self, helper, workdir: Path, trace: bool = False) -> list[str]:
         """The command that starts the helper with ``workdir`` for its files."""
+
+    def preamble(self, helper) -> bytes | None:
+        """Bytes the session writes to the command's stdin after each start, before the first
+        request (protocol.HelperSession), or None: the ssh runner sends the helper itself."""
+        return None
 
     def reproducer(self, helper, line: str, scratch_kind: str | None = None, trace: bool = False) -> str:
         """A shell command that reruns one request by hand and removes what it made."""
