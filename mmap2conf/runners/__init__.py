@@ -56,6 +56,8 @@ class Options:
     kernels: tuple[Path, ...] = ()            # --kernel: kernel images to boot instead of the defaults
     machine: str | None = None                # --machine: the machine --kernel images boot on
     image: str | None = None                  # --image: the suite's container image (docker)
+    targets: tuple[str, ...] = ()             # --target: [user@]host[:port] of boards reached over ssh
+    ssh_args: tuple[str, ...] = ()            # from --ssh-option, --ssh-identity, --ssh-known-hosts
     machines: dict = field(default_factory=dict)   # machines/*.toml
     closers: list = field(default_factory=list)    # called once when the run ends
     resources: dict = field(default_factory=dict)  # made once per run by a runner kind (a container engine)
@@ -141,7 +143,8 @@ def _registry() -> dict[str, type[Runner]]:
     from .linux import Linux
     from .native import Native
     from .qemu_user import QemuUser
-    return {runner.kind: runner for runner in (QemuUser, Native, Linux, Docker)}
+    from .ssh import Ssh
+    return {runner.kind: runner for runner in (QemuUser, Native, Linux, Docker, Ssh)}
 
 
 REGISTRY: dict[str, type[Runner]] = _registry()
