@@ -19,11 +19,13 @@ conformance: bootstrap
 	$(PY) -m mmap2conf run --jobs $(JOBS) --reports $(REPORTS) -- $(ARGS)
 
 # The harness's own tests first, then the full conformance run in strict mode (a
-# configuration that cannot run here is a failure, not a skip), then the suite in
-# its container image, inside and through the docker runner.
+# configuration that cannot run here is a failure, not a skip), then the ssh runner
+# against a local OpenSSH server (compared case by case with the native runner),
+# then the suite in its container image, inside and through the docker runner.
 check: bootstrap
 	$(PY) -m pytest tests/unit -p no:cacheprovider -q
 	$(PY) -m mmap2conf run --require-all --jobs $(JOBS) --reports $(REPORTS)/check -- -q
+	$(PY) -m pytest tests/test_ssh.py -p no:cacheprovider -q --require-all
 	$(PY) -m pytest tests/test_docker.py -p no:cacheprovider -q --require-all
 
 unit: bootstrap
