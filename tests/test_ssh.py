@@ -8,7 +8,9 @@ user cannot do (mount the noexec tmpfs of the EPERM case, get past the memlock l
 without dropping CAP_IPC_LOCK), so the comparison sees what a real board account gets.
 Its home holds only ~/.ssh/authorized_keys (StrictModes stays on: the home, ~/.ssh and
 the key file belong to the user, mode 0700/0600). sshd is stopped, the user deleted and
-every file removed afterwards.
+every file removed afterwards. One more server runs in a mount namespace of its own with
+a noexec tmpfs that user can write, as a board's administrator would provide it, so that
+the EPERM case runs over ssh too.
 
 Making a user and starting sshd need root: without it these tests skip with the reason
 (a failure under --require-all, as in `make check`).
@@ -56,6 +58,8 @@ class Board:
     root: Path
     identity: Path
     known_hosts: Path
+    sshd_pid: int
+    noexec: Path | None = None    # a noexec tmpfs that only the board's sessions see
 
     def target(self, address: str = ADDRESSES[0]) -> str:
         return f"{self.user}@{address}:{self.port}"
@@ -68,6 +72,12 @@ class Board:
         """Anything the board's user has in the board's temporary directories."""
         result = subprocess.run(["find", *BOARD_TEMP, "-mindepth", "1", "-maxdepth", "1", "-user", self.user],
                                 capture_output=True, text=True, timeout=30)
+        return result.stdout.split()
+
+    def in_noexec_tmpfs(self) -> list[str]:
+        """What the noexec tmpfs holds, seen from sshd's own mount namespace."""
+        result = subprocess.run(["nsenter", "-t", str(self.sshd_pid), "-m", "find", str(self.noexec), "-mindepth",
+                                 "1"], capture_output=True, text=True, timeout=30, check=True)
         return result.stdout.split()
 
     def processes(self) -> list[tuple[int, str]]:
@@ -130,8 +140,15 @@ LogLevel VERBOSE
 """
 
 
+# With a noexec tmpfs: sshd runs in a mount namespace of its own where a world-writable
+# noexec tmpfs is mounted, as a board's administrator would mount one; the host (and any
+# other harness on it, which would take a writable noexec tmpfs for its own) never sees it.
+NOEXEC_MOUNT = ('mount -t tmpfs -o noexec,nosuid,nodev,mode=1777,size=16m m2ssh-noexec "$1" && shift && '
+                'exec "$@"')
+
+
 @contextmanager
-def local_sshd():
+def local_sshd(noexec_tmpfs: bool = False):
     """sshd on 127.0.0.1 and 127.0.0.2 with a throw-away user; everything removed afterwards."""
     user = f"m2ssh-{secrets.token_hex(4)}"
     root = Path(tempfile.mkdtemp(prefix="mmap2conf-sshd-"))
@@ -139,7 +156,8 @@ def local_sshd():
     home = root / "home"
     privsep = Path("/run/sshd")  # sshd's privilege separation directory (the package makes it at boot)
     made_privsep = not privsep.exists()
-    process = None
+    process = log = None
+    noexec = root / "noexec" if noexec_tmpfs else None
     try:
         _run("useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh",
              "--password", "*", "--user-group", user)   # "*": no password, but not a locked account
@@ -153,6 +171,10 @@ def local_sshd():
             path.chmod(mode)
         if made_privsep:
             privsep.mkdir(mode=0o755)
+        prefix = []
+        if noexec is not None:
+            noexec.mkdir()
+            prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", NOEXEC_MOUNT, "sh", str(noexec)]
         host_key = (root / "host_key.pub").read_text().split()
         for attempt in range(3):   # the free port may be taken between the probe and sshd's bind
             port = _free_port()
@@ -163,7 +185,7 @@ def local_sshd():
                                                  listen="\n".join(f"ListenAddress {a}" for a in ADDRESSES)))
             _run(SSHD, "-t", "-f", str(config))
             log = open(root / "sshd.log", "w+")
-            process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
+            process = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=log)
             deadline = time.monotonic() + START_TIMEOUT
             while time.monotonic() < deadline and process.poll() is None:
@@ -175,9 +197,10 @@ def local_sshd():
             process.kill()
             process.wait()
             process = None
+            log.close()
         else:
             raise RuntimeError(f"sshd did not start: {(root / 'sshd.log').read_text()[-2000:]}")
-        yield Board(user, port, root, root / "client_key", root / "known_hosts")
+        yield Board(user, port, root, root / "client_key", root / "known_hosts", process.pid, noexec)
     finally:
         if process is not None:
             leftovers = _children(process.pid)
@@ -205,7 +228,9 @@ def local_sshd():
             subprocess.run(["userdel", user], capture_output=True, timeout=60)
         if made_privsep:
             shutil.rmtree(privsep, ignore_errors=True)
-        shutil.rmtree(root, ignore_errors=True)
+        if log is not None:
+            log.close()
+        shutil.rmtree(root, ignore_errors=True)   # the namespace and its tmpfs ended with sshd
 
 
 def _user_processes(user: str) -> list[int]:
@@ -213,8 +238,7 @@ def _user_processes(user: str) -> list[int]:
     return [int(pid) for pid in result.stdout.split()]
 
 
-@pytest.fixture(scope="module")
-def board(request):
+def _sshd_unavailable(request) -> None:
     why = None
     if os.geteuid() != 0:
         why = "making a throw-away user and starting sshd need root"
@@ -226,7 +250,20 @@ def board(request):
         if request.config.getoption("m2_require_all"):
             pytest.fail(f"{why} (--require-all)")
         pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def board(request):
+    _sshd_unavailable(request)
     with local_sshd() as found:
+        yield found
+        assert found.left_behind() == [], "the board kept files after the tests"
+
+
+@pytest.fixture
+def board_with_noexec_tmpfs(request):
+    _sshd_unavailable(request)
+    with local_sshd(noexec_tmpfs=True) as found:
         yield found
         assert found.left_behind() == [], "the board kept files after the tests"
 
@@ -302,6 +339,19 @@ def test_the_ssh_runner_agrees_with_the_native_runner_case_by_case(board, tmp_pa
     identity = ran[0]["identity"]
     assert identity["target"] == board.target() and identity["uname"].startswith("Linux ")
     assert board.left_behind() == []
+
+
+def test_with_a_noexec_tmpfs_the_eperm_case_runs_on_the_board_too(board_with_noexec_tmpfs, tmp_path):
+    board = board_with_noexec_tmpfs
+    native, native_records, _ = run_suite(tmp_path, "native", "--require-all", "--arch", "i386", "--libc", "raw",
+                                          "-k", "noexec", "--runner", "native")
+    remote, remote_records, _ = run_suite(tmp_path, "ssh", "--require-all", "--arch", "i386", "--libc", "raw",
+                                          "-k", "noexec", *board.options())
+    assert native.returncode == remote.returncode == 0, (remote.stdout + remote.stderr)[-4000:]
+    assert [(r["case"], r["outcome"], r["observed"]) for r in remote_records] == \
+        [(r["case"], r["outcome"], r["observed"]) for r in native_records]
+    assert [r["observed"]["err_name"] for r in remote_records] == ["EPERM"]
+    assert board.in_noexec_tmpfs() == [] and board.left_behind() == []
 
 
 def test_the_reproducer_reruns_a_case_by_hand_and_leaves_nothing(board, tmp_path):
