@@ -41,8 +41,10 @@ REQUIREMENTS = REPO / "requirements.txt"
 PYPROJECT = REPO / "pyproject.toml"
 BASE_PACKAGES = ("python3-venv", "make")
 # chromium: the HTML report's screenshot and its browser test (chromium-driver);
-# the docker runner's engine and base-image tools: it serves every qemu-user configuration.
-HOST_PACKAGES = ("chromium", "chromium-driver", *Docker.apt)
+# the docker runner's engine and base-image tools: it serves every qemu-user configuration;
+# openssh-server: tests/test_ssh.py starts its own sshd on 127.0.0.1 for the ssh runner
+# (the system's sshd is never started: the test runs one of its own and stops it).
+HOST_PACKAGES = ("chromium", "chromium-driver", *Docker.apt, "openssh-server")
 
 
 def apt_packages(runner_kinds: set[str] | None = None) -> list[str]:

@@ -1,7 +1,9 @@
 """The mmap2-conformance command.
 
     mmap2-conformance run [--arch A] [--libc L] [--runner R] [--qemu-dir D] [--kernel IMAGE [--machine M]]
-                          [--require-all] [--jobs N] [--reports DIR] [--ktap PATH] [-- PYTEST-ARGS...]
+                          [--target [USER@]HOST[:PORT]]... [--ssh-option KEY=VALUE]... [--ssh-identity PATH]
+                          [--ssh-known-hosts PATH] [--require-all] [--jobs N] [--reports DIR] [--ktap PATH]
+                          [-- PYTEST-ARGS...]
     mmap2-conformance compare OLD.json NEW.json [--ignore-runner]
     mmap2-conformance html REPORT.json OUT.html
     mmap2-conformance screenshot REPORT.html OUT.png
@@ -44,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_conformance.py"),
                "-p", "no:cacheprovider", "-n", str(args.jobs),
                "--conformance-json", str(json_path), "--junitxml", str(reports / "conformance.xml")]
-    for option in ("arch", "libc", "runner", "machine"):
+    for option in ("arch", "libc", "runner", "machine", "ssh_identity", "ssh_known_hosts"):
         if getattr(args, option):
             command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
-    for option in ("qemu_dir", "kernel"):
+    for option in ("qemu_dir", "kernel", "target", "ssh_option"):
         for value in getattr(args, option):
             command += [f"--{option.replace('_', '-')}", value]
     if args.require_all:
@@ -163,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--kernel", action="append", default=[],
                             help="boot this kernel image under qemu-system; repeatable")
     run_parser.add_argument("--machine", help="the machine (machines/) --kernel images boot on")
+    run_parser.add_argument("--target", action="append", default=[], metavar="[USER@]HOST[:PORT]",
+                            help="a board for --runner ssh; repeatable")
+    run_parser.add_argument("--ssh-option", action="append", default=[], metavar="KEY=VALUE",
+                            help="an ssh_config(5) option for --runner ssh; repeatable")
+    run_parser.add_argument("--ssh-identity", metavar="PATH", help="the private key --runner ssh logs in with")
+    run_parser.add_argument("--ssh-known-hosts", metavar="PATH", help="the known_hosts file with the boards' keys")
     run_parser.add_argument("--require-all", action="store_true", help="fail instead of skipping what cannot run")
     run_parser.add_argument("--jobs", type=int, default=0, help="pytest-xdist workers (default 0: serial)")
     run_parser.add_argument("--reports", default=str(REPO / "reports"), help="report directory (default: reports/)")

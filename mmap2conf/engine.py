@@ -216,7 +216,8 @@ class Engine:
         helper = runner.helper(instance.flavour)
         runner.command(helper, Path("/"), trace)  # raises RunnerUnavailable early
         session = HelperSession(lambda workdir: runner.command(helper, workdir, trace),
-                                scratch_kind=scratch_kind, console=runner.console)
+                                scratch_kind=scratch_kind, console=runner.console,
+                                preamble=runner.preamble(helper))
         session.label = key
         # Detect support by running it (e.g. IA32 emulation may be off): never assume it.
         try:

@@ -18,6 +18,7 @@ import pytest
 from . import cases, kernels, knownissues, machines, model, report, scratch
 from .engine import Engine, Instance, Outcome, Suite
 from .runners import KINDS, Options
+from .runners import ssh
 
 FLAVOURS = model.FLAVOURS
 RECORD = "conformance"
@@ -30,7 +31,7 @@ def pytest_addoption(parser):
     group.addoption("--libc", dest="m2_libc", metavar="FLAVOUR[,FLAVOUR]",
                     help=f"helper flavours: {', '.join(FLAVOURS)} (default: every one a configuration has)")
     group.addoption("--runner", dest="m2_runner", metavar="KIND[,KIND]",
-                    help=f"runner kinds: {', '.join(KINDS)} (default: every kind but docker)")
+                    help=f"runner kinds: {', '.join(KINDS)} (default: every kind but docker and ssh)")
     group.addoption("--qemu-dir", dest="m2_qemu_dir", metavar="DIR", type=Path, action="append", default=[],
                     help="judge the qemu build in DIR (qemu-<arch> or qemu-<arch>-static; also qemu-system-*) "
                          "instead of the default releases; repeatable")
@@ -40,6 +41,15 @@ def pytest_addoption(parser):
                     help="the machine (machines/NAME.toml) --kernel images boot on, where the image does not say")
     group.addoption("--image", dest="m2_image", metavar="IMAGE",
                     help="the suite's container image for --runner docker (docker/Dockerfile)")
+    group.addoption("--target", dest="m2_target", metavar="[USER@]HOST[:PORT]", action="append", default=[],
+                    help="a board for --runner ssh: every configuration whose helper runs there is judged "
+                         "there; repeatable")
+    group.addoption("--ssh-option", dest="m2_ssh_option", metavar="KEY=VALUE", action="append", default=[],
+                    help="an ssh_config(5) option for --runner ssh (ssh -o KEY=VALUE); repeatable")
+    group.addoption("--ssh-identity", dest="m2_ssh_identity", metavar="PATH", type=Path,
+                    help="the private key --runner ssh logs in with (ssh -i PATH, IdentitiesOnly=yes)")
+    group.addoption("--ssh-known-hosts", dest="m2_ssh_known_hosts", metavar="PATH", type=Path,
+                    help="the known_hosts file with the boards' host keys (UserKnownHostsFile=PATH)")
     group.addoption("--require-all", dest="m2_require_all", action="store_true",
                     help="a system that cannot run here fails instead of being skipped")
     group.addoption("--conformance-json", dest="m2_json", metavar="PATH", type=Path,
@@ -75,8 +85,35 @@ def _options(config) -> Options:
     image = config.getoption("m2_image")
     if kinds and "docker" in kinds and not image:
         raise pytest.UsageError("--runner docker needs --image IMAGE (built from docker/Dockerfile)")
+    targets, ssh_args = _ssh_options(config, kinds)
     return Options(kinds=kinds, qemu_dirs=qemu_dirs, kernels=kernel_images,
-                   machine=config.getoption("m2_machine"), image=image)
+                   machine=config.getoption("m2_machine"), image=image, targets=targets, ssh_args=ssh_args)
+
+
+def _ssh_options(config, kinds: set[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """--target and the --ssh-* options: only with --runner ssh, which needs a target."""
+    targets = tuple(config.getoption("m2_target"))
+    identity, known_hosts = config.getoption("m2_ssh_identity"), config.getoption("m2_ssh_known_hosts")
+    given = [name for name, value in (("--target", targets), ("--ssh-option", config.getoption("m2_ssh_option")),
+                                      ("--ssh-identity", identity), ("--ssh-known-hosts", known_hosts)) if value]
+    if not (kinds and "ssh" in kinds):
+        if given:
+            raise pytest.UsageError(f"{', '.join(given)} need --runner ssh")
+        return (), ()
+    if not targets:
+        raise pytest.UsageError("--runner ssh needs --target [USER@]HOST[:PORT] (repeatable)")
+    for path, option in ((identity, "--ssh-identity"), (known_hosts, "--ssh-known-hosts")):
+        if path is not None and not path.is_file():
+            raise pytest.UsageError(f"{option} {path} is not a file")
+    try:
+        names = [ssh.parse_target(target).name for target in targets]
+        args = ssh.client_args(config.getoption("m2_ssh_option"), identity, known_hosts)
+    except ssh.TargetError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise pytest.UsageError(f"--target: two targets name the same system {', '.join(repeated)}")
+    return targets, args
 
 
 def _suite(config) -> Suite:
@@ -138,17 +175,26 @@ def pytest_generate_tests(metafunc):
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist, send all cases of one helper (configuration/flavour/runner) to
-    one worker, so each helper process starts once per run, not once per worker."""
+    one worker, so each helper process starts once per run, not once per worker; and all
+    cases of one board (--runner ssh) to one worker, so that each board has its own."""
     from xdist.scheduler import LoadScopeScheduling
+    boards = ssh.system_names(config.stash[SUITE].options)
 
     class ByHelper(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            prefix = "test_conformance.py::test_case["
-            if prefix not in nodeid:
-                return nodeid
-            return "/".join(nodeid.split(prefix, 1)[1].split("/", 3)[:3])
+            return scope_of(nodeid, boards)
 
     return ByHelper(config, log)
+
+
+def scope_of(nodeid: str, boards: set[str]) -> str:
+    """The xdist scope of a case: configuration/flavour/system, or the board's system."""
+    prefix = "test_conformance.py::test_case["
+    if prefix not in nodeid:
+        return nodeid
+    group = "/".join(nodeid.split(prefix, 1)[1].split("/", 3)[:3])
+    system = group.split("/")[-1]
+    return system if system in boards else group
 
 
 @pytest.fixture(scope="session")
@@ -281,4 +327,5 @@ def pytest_report_header(config):
             f"  flavours {', '.join(sorted(suite.flavours or FLAVOURS))}; runner kinds "
             f"{', '.join(sorted(suite.options.kinds or KINDS))}"
             + "".join(f"; qemu from {d}" for d in suite.options.qemu_dirs)
-            + "".join(f"; kernel {k}" for k in suite.options.kernels)]
+            + "".join(f"; kernel {k}" for k in suite.options.kernels)
+            + "".join(f"; board {t}" for t in suite.options.targets)]

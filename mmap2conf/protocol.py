@@ -12,6 +12,13 @@ messages. There the session waits for the helper's ready line, drops "\r",
 skips the echo and keeps every line that is not a JSON object as console noise:
 the boot log (all the console printed before the ready line), and the latest
 noise, both shown in the error when the guest fails.
+
+A runner may also give a *preamble*: bytes written to the process's stdin right
+after each start, before the first request (the ssh runner sends the helper
+binary itself this way, over the same connection, and its remote side reads
+exactly that many bytes before starting the helper on the rest of the stream).
+The preamble has its own deadline (it may cross a slow link, after the
+connection and authentication); the requests' deadlines begin after it.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ EXCHANGE_TIMEOUT = 10.0
 MAX_LINE = 1 << 20
 CONSOLE_TAIL = 40       # console lines an error shows
 CONSOLE_EXIT_TIMEOUT = 10.0   # for the guest to power off after EOF
+PREAMBLE_TIMEOUT = 60.0       # to take a preamble: connecting, authenticating and sending a helper
 
 
 class ProtocolError(Exception):
@@ -72,12 +80,13 @@ class HelperSession:
     """One helper process started by ``command_for(workdir)``; restarted if it dies.
 
     ``console`` (a runners.Console, or None for plain pipes) says that the process's
-    stdin and stdout are a guest's console."""
+    stdin and stdout are a guest's console. ``preamble`` (bytes, or None) is written to
+    the process's stdin after every start, before the first request."""
 
     def __init__(self, command_for, timeout: float = EXCHANGE_TIMEOUT, scratch_kind: str | None = None,
-                 console=None):
+                 console=None, preamble: bytes | None = None):
         self.command_for, self.timeout, self.scratch_kind = command_for, timeout, scratch_kind
-        self.console = console
+        self.console, self.preamble = console, preamble
         self.workdir = scratch.make(scratch_kind)
         self.process = None
         self.starts = 0
@@ -94,8 +103,47 @@ class HelperSession:
         os.set_blocking(self.process.stdout.fileno(), False)
         self._buffer = b""
         self.starts += 1
+        if self.preamble:
+            self._send_preamble()
         if self.console is not None:
             self._wait_until_ready()
+
+    def _send_preamble(self) -> None:
+        """Write the preamble within PREAMBLE_TIMEOUT: the process may take it slowly (a
+        connection being made), or stop reading (it exited, or it hangs)."""
+        fd, data = self.process.stdin.fileno(), memoryview(self.preamble)
+        deadline = time.monotonic() + PREAMBLE_TIMEOUT
+        os.set_blocking(fd, False)
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(fd, selectors.EVENT_WRITE)
+                while data:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self.close_process()
+                        raise ProtocolError(f"the helper did not take its {len(self.preamble)}-byte preamble "
+                                            f"within {PREAMBLE_TIMEOUT:g} s; helper killed: {self.stderr_tail()}")
+                    if not selector.select(remaining):
+                        continue
+                    try:
+                        data = data[os.write(fd, data):]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
+                        status = self._exit_status()
+                        raise ProtocolError(f"the helper exited before taking its preamble (status {status}): "
+                                            f"{self.stderr_tail()}") from None
+        finally:
+            if not self.process.stdin.closed:
+                os.set_blocking(fd, True)
+
+    def _exit_status(self) -> int:
+        """The status of a process that stopped reading: it exits, or is killed."""
+        try:
+            return self.process.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.close_process()
+            return self.process.returncode
 
     def _wait_until_ready(self) -> None:
         """Console: keep the boot log until the helper says it reads. Input sent

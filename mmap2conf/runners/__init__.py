@@ -5,7 +5,8 @@ REGISTRY maps kind names to them. Everything above the runners (the engine, the
 oracle, the reports) is the same for every kind and never asks which kind it has:
 what differs is said through this interface (the command that starts a helper,
 whether its stream is a guest's console, how a tracer shows mmap2's offset, what
-the runner can state about the system before anything runs).
+the runner can state about the system before anything runs, what it sends the
+helper process before the first request).
 
 A runner object is one *system under test* for one configuration: a qemu-user
 release, the host kernel, one kernel image on one machine, a container image.
@@ -55,6 +56,8 @@ class Options:
     kernels: tuple[Path, ...] = ()            # --kernel: kernel images to boot instead of the defaults
     machine: str | None = None                # --machine: the machine --kernel images boot on
     image: str | None = None                  # --image: the suite's container image (docker)
+    targets: tuple[str, ...] = ()             # --target: [user@]host[:port] of boards reached over ssh
+    ssh_args: tuple[str, ...] = ()            # from --ssh-option, --ssh-identity, --ssh-known-hosts
     machines: dict = field(default_factory=dict)   # machines/*.toml
     closers: list = field(default_factory=list)    # called once when the run ends
     resources: dict = field(default_factory=dict)  # made once per run by a runner kind (a container engine)
@@ -105,6 +108,11 @@ class Runner(ABC):
     def command(self, helper, workdir: Path, trace: bool = False) -> list[str]:
         """The command that starts the helper with ``workdir`` for its files."""
 
+    def preamble(self, helper) -> bytes | None:
+        """Bytes the session writes to the command's stdin after each start, before the first
+        request (protocol.HelperSession), or None: the ssh runner sends the helper itself."""
+        return None
+
     def reproducer(self, helper, line: str, scratch_kind: str | None = None, trace: bool = False) -> str:
         """A shell command that reruns one request by hand and removes what it made."""
         command = shlex.join(self.command(helper, Path("DIR"), trace)[:-1])
@@ -135,7 +143,8 @@ def _registry() -> dict[str, type[Runner]]:
     from .linux import Linux
     from .native import Native
     from .qemu_user import QemuUser
-    return {runner.kind: runner for runner in (QemuUser, Native, Linux, Docker)}
+    from .ssh import Ssh
+    return {runner.kind: runner for runner in (QemuUser, Native, Linux, Docker, Ssh)}
 
 
 REGISTRY: dict[str, type[Runner]] = _registry()

@@ -259,5 +259,5 @@ def test_a_malformed_machine_is_an_error_naming_file_and_key(tmp_path, old, new,
 
 
 def test_every_runner_kind_has_a_module_behind_the_interface():
-    assert set(runners.KINDS) == {"qemu-user", "native", "linux", "docker"}
+    assert set(runners.KINDS) == {"qemu-user", "native", "linux", "docker", "ssh"}
     assert all(issubclass(kind, runners.Runner) for kind in runners.REGISTRY.values())

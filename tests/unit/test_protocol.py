@@ -120,3 +120,37 @@ def test_a_case_in_process_answers_and_the_helper_carries_on(native_session):
     in_process = native_session.request({"op": "call", "id": "in-process", "fork": 0, **request})
     assert in_process["reads"][0][1:3] == forked["reads"][0][1:3] == [0x4D32434B, 1]
     assert native_session.request({"op": "probe", "id": "after"})["id"] == "after"
+
+
+# ---- a preamble: written after each start, with its own deadline ----
+
+def test_the_preamble_comes_before_the_first_request_after_every_start():
+    script = ('dd bs=6 count=1 iflag=fullblock 2>/dev/null | grep -qx hello || exit 9; '
+              'read l; echo "{\\"id\\": \\"x\\"}"')
+    session = HelperSession(lambda workdir: ["sh", "-c", script], timeout=5, preamble=b"hello\n")
+    try:
+        assert session.request({"op": "probe", "id": "x"}) == {"id": "x"}
+        session.process.wait(timeout=5)    # it answers once: the next request starts it again
+        assert session.request({"op": "probe", "id": "x"}) == {"id": "x"} and session.starts == 2
+    finally:
+        session.close()
+
+
+def test_a_process_that_refuses_the_preamble_is_a_clear_error():
+    session = HelperSession(lambda workdir: ["sh", "-c", "echo refused >&2; exit 3"], timeout=5,
+                            preamble=b"x" * (1 << 20))
+    try:
+        with pytest.raises(ProtocolError, match=r"exited before taking its preamble \(status 3\): refused"):
+            session.request({"op": "probe", "id": "x"})
+    finally:
+        session.close()
+
+
+def test_a_process_that_does_not_read_the_preamble_is_killed_at_its_deadline(monkeypatch):
+    monkeypatch.setattr("mmap2conf.protocol.PREAMBLE_TIMEOUT", 0.5)
+    session = HelperSession(lambda workdir: ["sleep", "30"], timeout=5, preamble=b"x" * (1 << 20))
+    try:
+        with pytest.raises(ProtocolError, match="did not take its 1048576-byte preamble within 0.5 s"):
+            session.request({"op": "probe", "id": "x"})
+    finally:
+        session.close()
