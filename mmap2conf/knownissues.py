@@ -8,18 +8,35 @@ which fails the run until the record's range is closed.
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from . import tomlcheck
 from .model import REPO
+from .tomlcheck import STR, STR_LIST, Field
 
 KNOWN_ISSUES_FILE = REPO / "known-issues.toml"
-REQUIRED = ("id", "title", "cases", "configs", "flavours", "runner", "versions",
-            "input", "expected", "observed", "evidence", "upstream")
+
+
+def _specifier(value: str) -> str | None:
+    """Why ``value`` is not a PEP 440 specifier that bounds a range, or None."""
+    try:
+        versions = SpecifierSet(value)
+    except InvalidSpecifier as exc:
+        return str(exc)
+    return None if str(versions) else "must bound the affected range"
+
+
+# Every field of a record, with its type (tomlcheck.check_fields checks them, with the
+# line of the field). The schema is being redesigned (schema v2): a new field is one line.
+FIELDS = [Field("id", STR), Field("title", STR), Field("cases", STR_LIST), Field("configs", STR_LIST),
+          Field("flavours", STR_LIST), Field("runner", STR), Field("versions", tomlcheck.ANY_STR, check=_specifier),
+          Field("input", STR), Field("expected", STR), Field("observed", STR), Field("evidence", STR),
+          Field("upstream", STR)]
+REQUIRED = tuple(f.name for f in FIELDS if f.required)
 
 
 class KnownIssueError(Exception):
@@ -55,24 +72,19 @@ class KnownIssue:
 
 
 def load_known_issues(path: Path = KNOWN_ISSUES_FILE) -> list[KnownIssue]:
-    data = tomllib.loads(path.read_text())
+    document = tomlcheck.load(path, KnownIssueError)
+    unknown = [k for k in document.data if k != "issue"]
+    if unknown:
+        raise KnownIssueError(f"{tomlcheck.shown(path)}: unknown top-level key {unknown[0]!r} "
+                              f"(the file holds [[issue]] records)")
     issues, seen = [], set()
-    for index, row in enumerate(data.get("issue", []), 1):
-        where = f"{path}: issue #{index} ({row.get('id', '?')})"
-        missing = [k for k in REQUIRED if k not in row]
-        extra = [k for k in row if k not in REQUIRED]
-        if missing or extra:
-            raise KnownIssueError(f"{where}: missing {missing}" if missing else f"{where}: unknown {extra}")
+    for record in document.records("issue", required=False):
+        tomlcheck.check_fields(record, FIELDS)
+        row = record.data
         if row["id"] in seen:
-            raise KnownIssueError(f"{where}: duplicate id")
+            raise KnownIssueError(f"{record.where('id')}: duplicate id {row['id']!r}")
         seen.add(row["id"])
-        try:
-            versions = SpecifierSet(row["versions"])
-        except InvalidSpecifier as exc:
-            raise KnownIssueError(f"{where}: versions: {exc}") from None
-        if not str(versions):
-            raise KnownIssueError(f"{where}: versions must bound the affected range")
-        issues.append(KnownIssue(**{**row, "versions": versions,
+        issues.append(KnownIssue(**{**row, "versions": SpecifierSet(row["versions"]),
                                     **{k: tuple(row[k]) for k in ("cases", "configs", "flavours")}}))
     return issues
 
@@ -81,10 +93,10 @@ def check_references(issues: list[KnownIssue], configs, case_keys, flavours, run
                      path: Path = KNOWN_ISSUES_FILE) -> None:
     """Every pattern of a record must name something that exists: a record for a
     configuration or case that was renamed would otherwise silently match nothing."""
-    text = path.read_text()
+    records = {r.data.get("id"): r for r in tomlcheck.load(path, KnownIssueError).records("issue", required=False)}
     for issue in issues:
-        line = text[:text.find(f'id = "{issue.id}"')].count("\n") + 1
-        where = f"{path}:{line} ({issue.id})"
+        record = records.get(issue.id)
+        where = f"{record.where('id') if record else tomlcheck.shown(path)} ({issue.id})"
         for pattern in issue.configs:
             if not any(fnmatch.fnmatchcase(c, pattern) for c in configs):
                 raise KnownIssueError(f"{where}: configs: {pattern!r} matches no configuration in arches/")

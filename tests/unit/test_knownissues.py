@@ -44,10 +44,10 @@ def test_a_record_matches_exactly_its_range(tmp_path, version, config, flavour, 
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ('upstream = "qemu 55baec0f4c"\n', "", "missing ['upstream']"),
+    ('upstream = "qemu 55baec0f4c"\n', "", ":2: issue #1: missing upstream"),
     ('versions = ">=2.0,<8.1"', 'versions = "soon"', "versions"),
     ('versions = ">=2.0,<8.1"', 'versions = ""', "must bound the affected range"),
-    ('title =', 'titel = "x"\ntitle =', "unknown ['titel']"),
+    ('title =', 'titel = "x"\ntitle =', ":4: unknown key 'titel'"),
 ])
 def test_a_malformed_record_is_an_error(tmp_path, old, new, message):
     with pytest.raises(KnownIssueError, match=message.replace("[", r"\[").replace("]", r"\]")):
