@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 JOBS ?= 0
 REPORTS := reports
 
-.PHONY: bootstrap conformance check unit bench clean
+.PHONY: bootstrap conformance check unit faults bench clean
 
 bootstrap:
 	$(PYTHON) -m mmap2conf.bootstrap
@@ -18,16 +18,21 @@ bootstrap:
 conformance: bootstrap
 	$(PY) -m mmap2conf run --jobs $(JOBS) --reports $(REPORTS) -- $(ARGS)
 
-# The harness's own tests first, then the full conformance run in strict mode (a
-# configuration that cannot run here is a failure, not a skip), then the suite in
-# its container image, inside and through the docker runner.
+# The harness's own tests first, then the fault-injection tests (real faults, each with
+# its named outcome and nothing left behind), then the full conformance run in strict
+# mode (a configuration that cannot run here is a failure, not a skip), then the suite
+# in its container image, inside and through the docker runner.
 check: bootstrap
 	$(PY) -m pytest tests/unit -p no:cacheprovider -q
+	$(PY) -m pytest tests/faults -p no:cacheprovider -q
 	$(PY) -m mmap2conf run --require-all --jobs $(JOBS) --reports $(REPORTS)/check -- -q
 	$(PY) -m pytest tests/test_docker.py -p no:cacheprovider -q --require-all
 
 unit: bootstrap
 	$(PY) -m pytest tests/unit -p no:cacheprovider -q
+
+faults: bootstrap
+	$(PY) -m pytest tests/faults -p no:cacheprovider -q
 
 bench: bootstrap
 	$(PY) bench/bench_matrix.py

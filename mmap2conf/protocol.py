@@ -163,6 +163,7 @@ class HelperSession:
         self.process = None
         self.starts = 0
         self.sequence = 0
+        self.in_exchange = False   # a request is out and its answer not read (an interrupt came)
         self.stderr = tempfile.TemporaryFile()
         self.boot_log: list[str] = []     # console: everything before the latest ready line
         self.boot_seconds: float | None = None
@@ -212,6 +213,7 @@ class HelperSession:
         if self.console is not None and len(line) > self.console.max_line:
             raise ProtocolError(f"a {len(line)}-byte request does not fit the console's "
                                 f"{self.console.max_line}-byte line", "request-too-long")
+        self.in_exchange = True
         try:
             self.process.stdin.write(line + b"\n")
         except BrokenPipeError:
@@ -219,6 +221,7 @@ class HelperSession:
             raise ProtocolError(f"the helper exited before reading the request "
                                 f"(status {status}): {self.stderr_tail()}", "exited") from None
         answer, stray = self._answer(wire, tag)
+        self.in_exchange = False
         answer["id"] = _untag(answer.get("id"), tag, request_id)
         if stray:
             shown = "; ".join(stray[:STRAY_SHOWN]) + (f"; and {len(stray) - STRAY_SHOWN} more"
@@ -329,6 +332,7 @@ class HelperSession:
         process group is killed (a wrapper's children too) and it is reaped. Its status."""
         if self.process is None:
             return None
+        self.in_exchange = False
         status = procs.end(self.process, wait)
         for pipe in (self.process.stdin, self.process.stdout):
             pipe.close()
@@ -336,7 +340,9 @@ class HelperSession:
 
     def close(self) -> None:
         wait = 0.0
-        if self.alive():
+        # A helper busy with a request (the run was interrupted mid-exchange) is killed at
+        # once; an idle one gets EOF and its time to exit.
+        if self.alive() and not self.in_exchange:
             try:
                 if self.console is not None:
                     # A console never ends by itself: the tty's end-of-file character
