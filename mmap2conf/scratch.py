@@ -30,9 +30,10 @@ LARGEST_FILE = (0xFFFFFFFF << 13) + 8192
 
 ENV_SCRATCH = "MMAP2CONF_SCRATCH"
 PREFIX = "mmap2conf-"
-# What the suite names after its owner (procs.TAG): scratch directories and the
-# files that probe a root for large files.
-OWNED = re.compile(rf"{PREFIX}(?:probe-)?({procs.TAG})-")
+# What the suite names after its owner (procs.TAG): scratch directories, the files
+# that probe a root for large files (mmap2conf-probe-...), Chromium's profile
+# directories (mmap2conf-chromium-..., cli.py).
+OWNED = re.compile(rf"{PREFIX}(?:[a-z]+-)?({procs.TAG})-")
 
 
 class ScratchUnavailable(Exception):
@@ -180,7 +181,7 @@ def sweep(stale) -> list[str]:
         if match and stale(match.group(1)):
             if _unmount(point):
                 done.append(f"unmounted {point}")
-    roots = set(_candidates()) | set(filter(None, [_writable_noexec_tmpfs()]))
+    roots = {*_candidates(), tempfile.gettempdir(), *filter(None, [_writable_noexec_tmpfs()])}
     for root in sorted(roots):
         try:
             entries = list(os.scandir(root))

@@ -147,14 +147,14 @@ def check_fields(record: Record, fields: list[Field], error: type[Exception] | N
     """Every required field present, no unknown field, each of its kind and choices."""
     error = error or record.document.error
     names = {f.name for f in fields}
+    if not allow_unknown:   # first: a misspelt key is also a missing one
+        unknown = [k for k in record.data if k not in names]
+        if unknown:
+            raise error(f"{record.where(unknown[0])}: unknown key {unknown[0]!r} in [[{record.table}]] "
+                        f"#{record.index + 1} (known: {', '.join(sorted(names))})")
     missing = [f.name for f in fields if f.required and f.name not in record.data]
     if missing:
         raise error(f"{record.where()}: {record.table} #{record.index + 1}: missing {', '.join(missing)}")
-    if not allow_unknown:
-        unknown = [k for k in record.data if k not in names]
-        if unknown:
-            raise error(f"{record.where(unknown[0])}: unknown key {unknown[0]!r} in a {record.table} "
-                        f"record (known: {', '.join(sorted(names))})")
     for field in fields:
         if field.name not in record.data:
             continue

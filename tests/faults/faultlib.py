@@ -27,16 +27,16 @@ RUN_TIMEOUT = 600
 QEMU_I386 = shutil.which("qemu-i386-static")
 
 
-def wait_until(predicate, what: str, bound: float = WAIT):
+def wait_until(predicate, what, bound: float = WAIT):
     """Poll ``predicate`` until it returns a true value (returned); fail naming ``what``
-    if it has not after ``bound`` seconds."""
+    (a text, or a function giving it then) if it has not after ``bound`` seconds."""
     deadline = time.monotonic() + bound
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"waited {bound:g} s for {what}")
+            pytest.fail(f"waited {bound:g} s for {what() if callable(what) else what}")
         time.sleep(0.05)
 
 
@@ -81,7 +81,7 @@ NOTHING = {"processes": {}, "guardians": [], "mounts": [], "entries": []}
 def assert_nothing_left(root: Path, *tags: str) -> None:
     """Wait (bounded) for the guardians of ``tags`` to finish; then nothing may be left."""
     wait_until(lambda: leftovers(root, *tags) == NOTHING,
-               f"nothing to be left of {', '.join(tags)}; left: {leftovers(root, *tags)}")
+               lambda: f"nothing to be left of {', '.join(tags)}; left: {leftovers(root, *tags)}")
 
 
 def can_run_i386_natively(helper: Path) -> bool:
