@@ -129,16 +129,53 @@ def wait_exit(process: subprocess.Popen, timeout: float | None) -> bool:
             os.close(pidfd)
 
 
+GROUP_GONE_BOUND = 5.0     # seconds for killed group members to be gone (not counting zombies)
+
+
 def end(process: subprocess.Popen, timeout: float = 0.0) -> int:
     """Give the process ``timeout`` seconds to end by itself, then kill its whole group
-    (stragglers too: a wrapper's children outlive the wrapper) and reap it."""
-    if process.returncode is None:
-        wait_exit(process, timeout)
+    (stragglers too: a wrapper's children outlive the wrapper), reap it, and wait until
+    no member of its group runs any more."""
+    if process.returncode is not None:
+        return process.returncode
+    wait_exit(process, timeout)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return process.wait()
+    status = process.wait()
+    _wait_group_gone(process.pid)
+    return status
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that are not zombies."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
         try:
-            os.killpg(process.pid, signal.SIGKILL)
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(name))
+    return members
+
+
+def _wait_group_gone(pgid: int, bound: float = GROUP_GONE_BOUND) -> None:
+    """SIGKILL is delivered asynchronously: wait (bounded) until the group's members that
+    were killed are gone, so that nothing of it runs when a session says it is closed."""
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):
-            pass
-    return process.wait()
+            return
+        if not _group_members(pgid) or time.monotonic() > deadline:
+            return
+        time.sleep(0.005)
 
 
 def run(command, timeout: float, input: bytes | None = None, env: dict[str, str] | None = None,

@@ -38,7 +38,6 @@ import subprocess
 import tempfile
 import time
 from collections import deque
-from pathlib import Path
 
 from . import procs, scratch
 from .runners import clean_environment
@@ -104,21 +103,6 @@ def printable(text: str) -> str:
 
 def _quote(line: bytes) -> str:
     return repr(line[:LINE_SHOWN]) + ("..." if len(line) > LINE_SHOWN else "")
-
-
-def parse_answer(line: bytes, request_id: str | None) -> dict:
-    """Decode one answer line and check it belongs to the request."""
-    try:
-        answer = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"garbled answer {_quote(line)}: {exc}", "garbled") from None
-    if not isinstance(answer, dict):
-        raise ProtocolError(f"answer is not a JSON object: {_quote(line)}", "garbled")
-    if "protocol_error" in answer:
-        raise ProtocolError(f"the helper rejected the request: {answer['protocol_error']}", "rejected")
-    if answer.get("id") != request_id:
-        raise ProtocolError(f"answer for id {answer.get('id')!r}, expected {request_id!r}", "stray")
-    return answer
 
 
 def console_line(raw: bytes) -> bytes:

@@ -1,7 +1,6 @@
 """Issue 15 item 8: terminal control from a guest's console never reaches a message
 or the JSON; an unusable MMAP2CONF_SCRATCH or timeout setting is a usage error;
 an interrupted build leaves no .partial file behind for long."""
-import json
 import os
 import re
 import shutil
@@ -12,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mmap2conf import build, kernels, model, runners
+from mmap2conf import model, runners
 from mmap2conf.protocol import HelperSession, ProtocolError, printable
 from mmap2conf.runners import Console
 
-from faultlib import REPO, alive, assert_nothing_left, conformance, no_traceback, records, tag_of, wait_until
+from faultlib import REPO, assert_nothing_left, conformance, no_traceback, records, tag_of, wait_until
 
 # What a terminal would act on: ESC c (reset), CSI (clear, colours), OSC (title), BEL,
 # a lone ESC, C1 CSI, backspace, a bare carriage return.
@@ -68,7 +67,8 @@ def linux32_available():
 
 @pytest.mark.parametrize("script, reason", [
     (f"printf '{NOISE}'; exit 1", "the guest did not boot"),
-    (f"printf 'mmap2_helper: init mode, ready\\r\\n'; while read l; do printf '{NOISE}'; done", "no answer within 1 s"),
+    (f"printf 'mmap2_helper: init mode, ready\\r\\n'; while read l; do printf '{NOISE}'; done",
+     "no answer within 1 s"),
 ])
 def test_a_guests_console_noise_reaches_neither_the_terminal_nor_the_json(scratch_root, tmp_path, script, reason):
     linux32_available()

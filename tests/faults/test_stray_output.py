@@ -105,19 +105,24 @@ def clean_run(tmp_path_factory):
 
 
 CASE = "i386/raw/qemu-user/offset-unit/pgoff=2"
+STRAY = "Failed: protocol: stray output before the answer to 'offset-unit/pgoff=2' (1 line): "
+
+
+def changed(clean, faulty):
+    """{case: (outcome in the clean run, outcome with the fault)} where they differ."""
+    return {k: (clean[k]["outcome"], faulty[k]["outcome"]) for k in clean
+            if clean[k]["outcome"] != faulty[k]["outcome"]}
 
 
 @pytest.mark.parametrize("fault, reason", [
-    ("stray-before", "Failed: protocol: stray output before the answer to 'offset-unit/pgoff=2' (1 line): garbled answer"),
-    ("other-id", "Failed: protocol: stray output before the answer to 'offset-unit/pgoff=2' (1 line): answer for id "
-                 "'someone-else#0'"),
+    ("stray-before", STRAY + "garbled answer b'this line is not JSON'"),
+    ("other-id", STRAY + "answer for id 'someone-else#0'"),
 ])
 def test_in_a_real_run_a_stray_line_fails_exactly_its_case(tmp_path, scratch_root, clean_run, fault, reason):
     clean_result, clean = clean_run
     result, faulty, log = _run(tmp_path, fault, '"id":"offset-unit/pgoff=2#')
     assert clean[CASE]["outcome"] == "passed" and clean_result.returncode == 0
-    changed = {k: (clean[k]["outcome"], faulty[k]["outcome"]) for k in clean if clean[k]["outcome"] != faulty[k]["outcome"]}
-    assert changed == {CASE: ("passed", "failed")}
+    assert changed(clean, faulty) == {CASE: ("passed", "failed")}
     assert faulty[CASE]["reason"].startswith(reason)
     assert result.returncode == 1            # pytest: some test failed
     # One helper process served the group before and after the fault.
@@ -133,8 +138,7 @@ def test_in_a_real_run_a_hung_helper_fails_its_case_within_the_set_deadline(tmp_
     _, clean = clean_run
     result, faulty, log = _run(tmp_path, "hang", '"id":"offset-unit/pgoff=2#',
                                {"MMAP2CONF_EXCHANGE_TIMEOUT": "2"})
-    changed = {k: (clean[k]["outcome"], faulty[k]["outcome"]) for k in clean if clean[k]["outcome"] != faulty[k]["outcome"]}
-    assert changed == {CASE: ("passed", "failed")}
+    assert changed(clean, faulty) == {CASE: ("passed", "failed")}
     assert re.match(r"Failed: protocol: no answer within 2 s; helper killed", faulty[CASE]["reason"])
     assert result.returncode == 1
     assert not any(alive(pid) for pid in logged_pids(log))   # the hung wrapper and its qemu
