@@ -56,7 +56,8 @@ LINE_SHOWN = 200        # bytes of a line an error quotes
 class ProtocolError(Exception):
     """``kind`` names what happened: "stray" (the answer came, after other output: the
     session is in step), "rejected", "timeout", "exited", "too-long", "not-ready" (a
-    guest that did not boot), "request-too-long"."""
+    guest that did not boot), "request-too-long", "cannot-start" (the command cannot be
+    executed at all: not an executable format, a directory, missing)."""
 
     def __init__(self, message: str, kind: str = "protocol", answer: dict | None = None):
         super().__init__(printable(message))
@@ -154,10 +155,14 @@ class HelperSession:
         self.noise: deque[str] = deque(maxlen=CONSOLE_TAIL)  # console: latest non-protocol lines
 
     def _start(self) -> None:
+        command = self.command_for(self.workdir)
         # Unbuffered: a request is one write, and nothing is left to flush into a dead pipe.
-        self.process = procs.popen(self.command_for(self.workdir), stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=self.stderr,
-                                   env=clean_environment(), bufsize=0)
+        try:
+            self.process = procs.popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=self.stderr, env=clean_environment(), bufsize=0)
+        except OSError as exc:   # not an executable (format), a directory, missing
+            self.process = None
+            raise ProtocolError(f"cannot start {command[0]}: {exc.strerror or exc}", "cannot-start") from None
         os.set_blocking(self.process.stdout.fileno(), False)
         self._buffer = b""
         self.starts += 1

@@ -142,3 +142,28 @@ def test_ctrl_c_on_the_run_command_reaches_pytest_once_and_the_reports_are_publi
     assert [p.name for p in reports.iterdir() if p.name.startswith(".")] == []
     assert_nothing_left(scratch_root, tag_of(process.pid))
     assert not any(alive(p) for p in logged_pids(log))
+
+
+@pytest.mark.parametrize("content, mode, why", [
+    (b"\x7fELF not really", 0o755, "Exec format error"),
+    (b"#!/bin/sh\n", 0o644, "Permission denied"),
+    (None, None, "Permission denied"),           # a directory
+    ("missing", None, "No such file or directory"),
+])
+def test_a_helper_command_that_cannot_be_executed_is_a_named_failure(scratch_root, tmp_path, content, mode, why):
+    from mmap2conf.protocol import HelperSession, ProtocolError
+    if content is None:
+        (tmp_path / "qemu").mkdir()
+    elif content != "missing":
+        (tmp_path / "qemu").write_bytes(content)
+        (tmp_path / "qemu").chmod(mode)
+    session = HelperSession(lambda workdir: [str(tmp_path / "qemu"), "helper", str(workdir)])
+    try:
+        for _ in range(2):     # and again on the next request: never a traceback
+            with pytest.raises(ProtocolError) as error:
+                session.request({"op": "probe", "id": "p"})
+            assert error.value.kind == "cannot-start"
+            assert str(error.value) == f"cannot start {tmp_path / 'qemu'}: {why}"
+    finally:
+        session.close()
+    assert list(scratch_root.iterdir()) == []
