@@ -20,12 +20,19 @@ conformance: bootstrap
 
 # The harness's own tests first, then the fault-injection tests (real faults, each with
 # its named outcome and nothing left behind), then the full conformance run in strict
-# mode (a configuration that cannot run here is a failure, not a skip), then the suite
-# in its container image, inside and through the docker runner.
+# mode (a configuration that cannot run here is a failure, not a skip) with its KTAP, KCIDB
+# and LAVA forms read back by the kernel's KTAP parser, kcidb-io and LAVA's helper,
+# then one tox environment as the README documents it (or1k: one flavour, cheap),
+# then the suite in its container image, inside and through the docker runner.
 check: bootstrap
 	$(PY) -m pytest tests/unit -p no:cacheprovider -q
 	$(PY) -m pytest tests/faults -p no:cacheprovider -q
-	$(PY) -m mmap2conf run --require-all --jobs $(JOBS) --reports $(REPORTS)/check -- -q
+	$(PY) -m mmap2conf run --require-all --jobs $(JOBS) --reports $(REPORTS)/check \
+		--ktap $(REPORTS)/check/conformance.ktap -- -q
+	$(PY) -m mmap2conf kcidb $(REPORTS)/check/conformance.json -o $(REPORTS)/check/conformance.kcidb.json
+	MMAP2CONF_REPORT=$(REPORTS)/check/conformance.json $(PY) -m pytest -p no:cacheprovider -q \
+		tests/unit/test_ktap.py tests/unit/test_kcidb.py tests/unit/test_lava.py -k given
+	$(VENV)/bin/tox -e or1k -- -q --require-all
 	$(PY) -m pytest tests/test_docker.py -p no:cacheprovider -q --require-all
 
 unit: bootstrap

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mmap2conf import build, model  # noqa: E402
-from mmap2conf.runners import make_runner  # noqa: E402
+from mmap2conf.runners.qemu_user import QemuUser  # noqa: E402
 
 BARE_RUNS = 30
 
@@ -30,7 +30,7 @@ BARE_RUNS = 30
 def bare_start_seconds() -> float:
     """One qemu-user start of the i386 raw helper that exits at once (EOF on stdin)."""
     config = model.load_all()["i386"]
-    command = make_runner("qemu-user", config).command(build.helper_path(config, "raw"), Path("/tmp"))
+    command = QemuUser(config, "qemu", True, None).command(build.helper_path(config, "raw"), Path("/tmp"))
     times = []
     for _ in range(BARE_RUNS):
         start = time.perf_counter()
@@ -51,7 +51,7 @@ def main() -> None:
         records = json.loads(report.read_text())["records"]
     ran = [r for r in records if r.get("helper_process")]
     processes = {r["helper_process"] for r in ran}
-    columns = {(r["config"], r["flavour"], r["runner"]) for r in records}
+    columns = {(r["config"], r["flavour"], r["system"]) for r in records}
     bare = bare_start_seconds()
     per_case = wall / len(ran)
     exchange = statistics.mean(r["exchange_ms"] for r in ran) / 1000

@@ -35,6 +35,7 @@
 #include <linux/mman.h>
 #include <linux/mount.h>		/* init mode: MS_ flags */
 #include <linux/reboot.h>	/* init mode: power off */
+#include <linux/utsname.h>	/* probe: struct new_utsname */
 #include HELPER_ABI_H
 
 typedef unsigned long ulong;
@@ -614,6 +615,27 @@ static void do_probe(const char *id)
 #else
 	puts_(&out, "null");
 #endif
+	/* The kernel that answers (qemu-user passes the host's through): the harness
+	 * reads its release and word size from here instead of assuming them. */
+	{
+		static struct new_utsname u;
+		long r = sys(__NR_uname, (ulong)&u, 0, 0, 0, 0);
+
+		put_key(&out, "uname");
+		if (r < 0) {
+			puts_(&out, "null");
+		} else {
+			puts_(&out, "{\"sysname\":");
+			put_jstr(&out, u.sysname);
+			puts_(&out, ",\"release\":");
+			put_jstr(&out, u.release);
+			puts_(&out, ",\"version\":");
+			put_jstr(&out, u.version);
+			puts_(&out, ",\"machine\":");
+			put_jstr(&out, u.machine);
+			putch(&out, '}');
+		}
+	}
 	put_key(&out, "errno");
 	putch(&out, '{');
 	first = 1;

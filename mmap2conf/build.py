@@ -36,7 +36,7 @@ from .verify import verify_helper
 
 HELPER_SOURCE = HELPERS_DIR / "mmap2_helper.c"
 CACHE_DIR = Path(os.environ.get("MMAP2CONF_CACHE", REPO / ".cache"))
-BUILD_TIMEOUT = 300
+BUILD_TIMEOUT = 900   # a first musl build compiles musl itself: 40 s idle, several minutes on a loaded machine
 
 # Freestanding: the helper brings its own _start and syscall stub, so nothing of
 # a libc may be linked or called implicitly (builtins, unwind tables). What only
@@ -144,7 +144,7 @@ def helper_path(config: Config, flavour: str) -> Path:
                     result = procs.run(command, timeout=BUILD_TIMEOUT, env=build_environment())
                 except subprocess.TimeoutExpired:
                     raise BuildError(f"building the {flavour} helper for {config.name} took more than "
-                                     f"{BUILD_TIMEOUT} s:\n$ {' '.join(command)}") from None
+                                     f"{BUILD_TIMEOUT} s: $ {' '.join(command)}") from None
                 if result.returncode != 0:
                     raise BuildError(f"building the {flavour} helper for {config.name} failed:\n"
                                      f"$ {' '.join(command)}\n{result.stderr}")

@@ -107,14 +107,21 @@ class Case:
         return (f"n.a.: the row checks {' and '.join(self.flavours)} only (its source is that "
                 f"libc's own code); this is the {flavour} flavour")
 
-    def expectation_for(self, runner_kind: str) -> str:
+    def expectation_for(self, properties) -> str:
+        """The row's answer on a system with these properties (sut.Properties): the one
+        condition key that holds (``kernel_bits=32``), else ``default``."""
         if isinstance(self.expect, str):
             return self.expect
-        if runner_kind in self.expect:
-            return self.expect[runner_kind]
+        from .sut import condition_holds
+        holding = [key for key in self.expect if key != "default" and condition_holds(key, properties)]
+        if len(holding) > 1:
+            raise CaseError(f"{self.where}: case {self.id!r}: conditions {', '.join(holding)} all hold")
+        if holding:
+            return self.expect[holding[0]]
         if "default" in self.expect:
             return self.expect["default"]
-        raise CaseError(f"{self.where}: case {self.id!r} states no expectation for runner {runner_kind!r}")
+        raise CaseError(f"{self.where}: case {self.id!r} states no expectation for this system "
+                        f"and no default")
 
     def concrete_inputs(self, page: int, unit: int) -> dict:
         """The protocol request for a system with this page size and mmap2 unit."""
@@ -173,13 +180,19 @@ def _floordiv(left: int, right: int) -> int:
     return left // right
 
 
+def _mod(left: int, right: int) -> int:
+    if right == 0:
+        raise ValueError("modulo by zero")
+    return left % right
+
+
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-              ast.FloorDiv: _floordiv, ast.Pow: _pow, ast.LShift: _lshift}
+              ast.FloorDiv: _floordiv, ast.Mod: _mod, ast.Pow: _pow, ast.LShift: _lshift}
 
 
 def evaluate(value, names: dict, where: str) -> int:
-    """Evaluate an integer or a small arithmetic expression over ``page`` and ``unit``:
-    an integer from 0 to 2^64-1, else a CaseError naming ``where``."""
+    """Evaluate an integer or a small arithmetic expression over ``names`` (``page``,
+    ``unit``): an integer from 0 to 2^64-1, else a CaseError naming ``where``."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise CaseError(f"{where}: {value!r} is not an integer or an expression")
 
@@ -240,7 +253,7 @@ META_FIELDS = {"id": tomlcheck.STR, "clause": tomlcheck.STR, "call": tomlcheck.S
                "check": tomlcheck.STR, "source": tomlcheck.STR, "requires": tomlcheck.STR,
                "scratch": tomlcheck.STR,
                "expect": tomlcheck.one_of(tomlcheck.STR, tomlcheck.Kind(
-                   "a table of runner kinds to strings",
+                   "a table of conditions (or default) to strings",
                    lambda v: isinstance(v, dict) and v != {} and all(isinstance(x, str) for x in v.values()))),
                "trace": tomlcheck.one_of(tomlcheck.BOOL, tomlcheck.Kind('"no-syscall"', lambda v: v == "no-syscall"))}
 
@@ -271,6 +284,12 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
             _check_file_call(row, where)
         elif "len" not in row:
             raise CaseError(f"{where}: missing 'len'")
+        if isinstance(row["expect"], dict):
+            from .sut import check_condition
+            for key in row["expect"]:
+                problem = key != "default" and check_condition(key)
+                if problem:
+                    raise CaseError(f"{where}: expect: {problem} (or default)")
         expects = row["expect"].values() if isinstance(row["expect"], dict) else [row["expect"]]
         for expect in expects:
             if row["call"] in FILE_CALLS:

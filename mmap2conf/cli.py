@@ -1,33 +1,41 @@
 """The mmap2-conformance command.
 
-    mmap2-conformance run [--arch A] [--libc L] [--runner R] [--qemu-dir D] [--require-all]
-                          [--jobs N] [--reports DIR] [-- PYTEST-ARGS...]
+    mmap2-conformance run [--arch A] [--libc L] [--runner R] [--qemu-dir D] [--kernel IMAGE [--machine M]]
+                          [--require-all] [--jobs N] [--reports DIR] [--ktap PATH] [-- PYTEST-ARGS...]
     mmap2-conformance compare OLD.json NEW.json [--ignore-runner]
     mmap2-conformance html REPORT.json OUT.html
     mmap2-conformance screenshot REPORT.html OUT.png
+    mmap2-conformance ktap REPORT.json [-o PATH]                          (ktap.py)
+    mmap2-conformance kcidb REPORT.json [--origin NAME] [--commit SHA] [-o PATH]   (kcidb.py)
+    mmap2-conformance lava REPORT.json [-o PATH]                          (lava.py)
 
 `run` is the main job: the conformance cases through pytest (the plugin prints the
 matrix), then reports/conformance.{json,xml,html} and a screenshot of the HTML.
-Its exit status is pytest's: 0 only when every case passed, is n.a., or is a known
-issue; an unexpected failure or an unexpected pass is non-zero. The reports are
-written in a directory of the run's own and published when it ends: the report
-files of an earlier run that this run did not write are removed, never left to
-look current. An interrupt (Ctrl-C, SIGTERM, SIGHUP) is passed to pytest once, as
-SIGINT, and the run waits for pytest's own clean-up; a second one kills it.
+Its exit status (report.exit_status): 0 conformant (every case passed, is n.a. or
+a known issue), 1 nonconformant (an unexpected failure or pass), 2 interrupted,
+4 usage error, 6 could not run what was asked. `ktap`, `kcidb` and `lava` convert a
+JSON report into what kernel CI systems read; without -o they print.
 
-`compare`, `html` and `screenshot` exit with EXIT_NO_INPUT when a file cannot be
-read, EXIT_BAD_REPORT when it is not a JSON report of this schema, EXIT_BAD_DATA
-when this checkout's data files are malformed and EXIT_CANNOT_WRITE when the output
-cannot be written, each with a one-line message.
+The reports are written in a directory of the run's own and published when it
+ends: the report files of an earlier run that this run did not write are removed,
+never left to look current. An interrupt (Ctrl-C, SIGTERM, SIGHUP) is passed to
+pytest once, as SIGINT, and the run waits for pytest's own clean-up (its records
+so far, status "interrupted"); a second one kills it.
+
+The commands that read a report (`compare`, `html`, `ktap`, `kcidb`, `lava`) and
+`screenshot` end with one line on stderr and a status of their own when they
+cannot do their job: EXIT_NO_INPUT a file that cannot be read, EXIT_BAD_REPORT not
+a JSON report of this schema, EXIT_BAD_DATA this checkout's data files are
+malformed, EXIT_CANNOT_WRITE an output that cannot be written.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,10 +44,11 @@ from . import procs
 from .cases import CaseError, load_clauses
 from .htmlreport import write_html
 from .knownissues import KnownIssueError, load_known_issues
+from .ktap import write_ktap
 from .model import REPO
 from .report import ReportError, load_report
 
-# sysexits.h: distinct from pytest's own statuses (0 to 5).
+# sysexits.h: distinct from the run's own statuses (report.exit_status: 0 to 6).
 EXIT_BAD_REPORT = 65     # EX_DATAERR: not a JSON report of this schema
 EXIT_NO_INPUT = 66       # EX_NOINPUT: a file that cannot be read
 EXIT_CANNOT_WRITE = 73   # EX_CANTCREAT: an output that cannot be written
@@ -68,27 +77,33 @@ def run(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_conformance.py"),
                "-p", "no:cacheprovider", "-n", str(args.jobs),
                "--conformance-json", str(json_path), "--junitxml", str(staging / "conformance.xml")]
-    for option in ("arch", "libc", "runner", "qemu_dir"):
+    for option in ("arch", "libc", "runner", "machine"):
         if getattr(args, option):
             command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    for option in ("qemu_dir", "kernel"):
+        for value in getattr(args, option):
+            command += [f"--{option.replace('_', '-')}", value]
     if args.require_all:
         command.append("--require-all")
     try:
         status = _run_pytest(command + args.pytest_args)
         if json_path.exists():
             write_html(json_path, html_path, load_clauses(), {i.id: i for i in load_known_issues()})
-            if shutil.which("chromium"):
+            if args.ktap:
+                write_ktap(json_path, Path(args.ktap), known_issue_titles())
+                print(f"KTAP: {args.ktap}")
+            if screenshot_tools():
                 try:
                     screenshot(html_path, staging / "conformance.png")
                 except Failure as exc:
                     print(f"no screenshot: {exc}")
             else:
-                print("no screenshot: chromium is not installed (make bootstrap installs it)")
+                print("no screenshot: it needs chromium and chromium-driver (make bootstrap installs them)")
         published = _publish(staging, reports)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if published:
-        print(f"reports: {', '.join(str(reports / name) for name in published)}")
+        print(f"reports in {reports}: {', '.join(published)}")
     else:
         print(f"no reports: the run wrote none (earlier reports in {reports} were removed)")
     return status
@@ -107,7 +122,8 @@ def _staging(reports: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     except OSError as exc:
-        raise Failure(f"--reports {reports}: cannot write there: {exc.strerror or exc}", EXIT_CANNOT_WRITE) from None
+        raise Failure(f"--reports {reports}: cannot write there: {exc.strerror or exc}",
+                      EXIT_CANNOT_WRITE) from None
     return staging
 
 
@@ -133,10 +149,7 @@ def _run_pytest(command: list[str]) -> int:
     def interrupt(signum, frame):
         interrupts.append(signum)
         try:
-            if len(interrupts) == 1:
-                os.killpg(process.pid, signal.SIGINT)
-            else:
-                os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGINT if len(interrupts) == 1 else signal.SIGKILL)
         except ProcessLookupError:
             pass
 
@@ -153,26 +166,75 @@ def _run_pytest(command: list[str]) -> int:
     return status
 
 
+def known_issue_titles() -> dict[str, str]:
+    return {issue.id: issue.title for issue in load_known_issues()}
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+
+
+# The region of the screenshot: from the matrix's heading to the end of the verdicts,
+# as wide as the matrix (its cells do not wrap), measured at the width it is shot at.
+SHOT_REGION = """
+const top = document.getElementById('matrix-heading').getBoundingClientRect().top + window.scrollY;
+const matrix = document.getElementById('matrix').getBoundingClientRect();
+const end = document.getElementById('verdicts').getBoundingClientRect();
+return [Math.ceil(matrix.right + matrix.left), Math.floor(top), Math.ceil(end.bottom + window.scrollY + 12)];
+"""
+
+
+def screenshot_tools() -> tuple[str, str] | None:
+    """chromium and its WebDriver (Debian's chromium and chromium-driver), or None."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    return (chromium, driver) if chromium and driver else None
+
+
 def screenshot(html_path: Path, png_path: Path) -> None:
-    """A PNG of an HTML report by headless Chromium, with a profile directory of its own
-    (two runs sharing --reports never share one), removed afterwards."""
+    """A PNG of the whole matrix and the verdicts of an HTML report, however many columns:
+    headless Chromium through WebDriver, the viewport sized to the matrix, the region
+    captured beyond the viewport (DevTools Page.captureScreenshot)."""
+    from selenium import webdriver   # late: only the screenshot needs it
+    from selenium.common.exceptions import WebDriverException
+
+    tools = screenshot_tools()
+    if tools is None:
+        raise Failure("a screenshot needs chromium and chromedriver (make bootstrap installs them)", EXIT_NO_INPUT)
     if not html_path.is_file():
         raise Failure(f"{html_path}: no such file", EXIT_NO_INPUT)
-    if shutil.which("chromium") is None:
-        raise Failure("chromium is not installed (make bootstrap installs it)", EXIT_NO_INPUT)
+    # A profile of its own, named after its owner (the sweep removes it if the run dies):
+    # two runs sharing --reports never share one.
     profile = Path(tempfile.mkdtemp(prefix=f"mmap2conf-chromium-{procs.owner()}-"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = tools[0]
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile.resolve()}")
     try:
-        result = procs.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1600,1400",
-                            f"--screenshot={png_path.resolve()}", html_path.resolve().as_uri()],
-                           timeout=BROWSER_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise Failure(f"chromium made no screenshot of {html_path} within {BROWSER_TIMEOUT} s",
+        browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=tools[1]))
+        try:
+            browser.set_page_load_timeout(BROWSER_TIMEOUT)
+            browser.get(html_path.resolve().as_uri())
+            width, _, _ = browser.execute_script(SHOT_REGION)
+            # At the matrix's width the text around it reflows: measure the height there.
+            browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                    {"width": max(width, 800), "height": 800, "deviceScaleFactor": 1, "mobile": False})
+            width, top, bottom = browser.execute_script(SHOT_REGION)
+            shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": top, "width": max(width, 800), "height": bottom - top, "scale": 1}})
+        finally:
+            browser.quit()
+        png_path.parent.mkdir(parents=True, exist_ok=True)
+        png_path.write_bytes(base64.b64decode(shot["data"]))
+    except WebDriverException as exc:
+        raise Failure(f"chromium made no screenshot of {html_path}: {str(exc.msg or exc).strip().splitlines()[0]}",
                       EXIT_CANNOT_WRITE) from None
+    except OSError as exc:
+        raise Failure(f"{png_path}: cannot be written: {exc.strerror or exc}", EXIT_CANNOT_WRITE) from None
     finally:
         shutil.rmtree(profile, ignore_errors=True)
-    if result.returncode != 0 or not png_path.exists():
-        raise Failure(f"chromium made no screenshot of {html_path} (status {result.returncode}): "
-                      f"{result.stderr.strip().splitlines()[-1:] or ''}", EXIT_CANNOT_WRITE)
 
 
 def compare(old_path: Path, new_path: Path, ignore_runner: bool) -> list[tuple]:
@@ -180,7 +242,7 @@ def compare(old_path: Path, new_path: Path, ignore_runner: bool) -> list[tuple]:
     def index(path: Path) -> dict:
         records = {}
         for record in load_report(path)["records"]:
-            key = (record["config"], record["flavour"], *(() if ignore_runner else (record["runner"],)),
+            key = (record["config"], record["flavour"], *(() if ignore_runner else (record["system"],)),
                    record["case"])
             if key in records:
                 raise Failure(f"{path}: several records for {'/'.join(key)}; "
@@ -207,10 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--arch", help="configurations or tags, comma-separated (default: all)")
     run_parser.add_argument("--libc", help="flavours: raw, glibc, musl (default: all)")
     run_parser.add_argument("--runner", help="runner kinds, comma-separated (default: all)")
-    run_parser.add_argument("--qemu-dir", help="take qemu-<arch>-static from this directory")
+    run_parser.add_argument("--qemu-dir", action="append", default=[],
+                            help="judge the qemu build in this directory (qemu-<arch>[-static]); repeatable")
+    run_parser.add_argument("--kernel", action="append", default=[],
+                            help="boot this kernel image under qemu-system; repeatable")
+    run_parser.add_argument("--machine", help="the machine (machines/) --kernel images boot on")
     run_parser.add_argument("--require-all", action="store_true", help="fail instead of skipping what cannot run")
     run_parser.add_argument("--jobs", type=int, default=0, help="pytest-xdist workers (default 0: serial)")
     run_parser.add_argument("--reports", default=str(REPO / "reports"), help="report directory (default: reports/)")
+    run_parser.add_argument("--ktap", help="also write the KTAP of the run's JSON report to this path")
     run_parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     compare_parser = commands.add_parser("compare", help="cases whose outcome differs between two JSON reports")
     compare_parser.add_argument("old", type=Path)
@@ -223,9 +290,22 @@ def main(argv: list[str] | None = None) -> int:
     shot_parser = commands.add_parser("screenshot", help="a PNG of an HTML report, by headless Chromium")
     shot_parser.add_argument("report", type=Path)
     shot_parser.add_argument("output", type=Path)
+    ktap_parser = commands.add_parser("ktap", help="KTAP version 1 of a JSON report (one subtest per column)")
+    ktap_parser.add_argument("report", type=Path)
+    ktap_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
+    kcidb_parser = commands.add_parser("kcidb", help="KCIDB I/O JSON of a JSON report (validated by kcidb-io)")
+    kcidb_parser.add_argument("report", type=Path)
+    kcidb_parser.add_argument("--origin", default="mmap2_conformance",
+                              help="the submitting CI system, [a-z0-9_]+ (default: mmap2_conformance)")
+    kcidb_parser.add_argument("--commit", help="the suite's commit, when the report does not record it "
+                                                "(default: this checkout's HEAD)")
+    kcidb_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
+    lava_parser = commands.add_parser("lava", help="one `lava-test-case NAME --result R` line per case")
+    lava_parser.add_argument("report", type=Path)
+    lava_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
     args = parser.parse_args(argv)
     try:
-        return _command(args)
+        return _command(args, parser)
     except Failure as exc:
         print(f"mmap2-conformance {args.command}: {exc}", file=sys.stderr)
         return exc.status
@@ -237,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_DATA
 
 
-def _command(args: argparse.Namespace) -> int:
+def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+
     if args.command == "run":
         return run(args)
     if args.command == "compare":
@@ -253,6 +334,24 @@ def _command(args: argparse.Namespace) -> int:
             write_html(args.report, args.output, load_clauses(), {i.id: i for i in load_known_issues()})
         except OSError as exc:
             raise Failure(f"{args.output}: cannot be written: {exc.strerror or exc}", EXIT_CANNOT_WRITE) from None
+        return 0
+    if args.command in ("ktap", "kcidb", "lava"):
+        load_report(args.report)      # a file that is not a report of this schema: one line
+    if args.command == "ktap":
+        _emit(write_ktap(args.report, args.output, known_issue_titles()), args.output)
+        return 0
+    if args.command == "kcidb":
+        from .kcidb import write_kcidb   # late: kcidb-io and jsonschema are only needed here
+        try:
+            text = write_kcidb(args.report, args.output, args.origin, args.commit,
+                               {i.id: i for i in load_known_issues()})
+        except ValueError as exc:
+            parser.error(str(exc))
+        _emit(text, args.output)
+        return 0
+    if args.command == "lava":
+        from .lava import write_lava
+        _emit(write_lava(args.report, args.output), args.output)
         return 0
     screenshot(args.report, args.output)
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from .machines import load_machines
 from .model import REPO, load_all
 
 README = REPO / "README.md"
@@ -14,13 +15,17 @@ BEGIN, END = "<!-- configurations:begin -->", "<!-- configurations:end -->"
 
 
 def configuration_table() -> str:
-    rows = ["| configuration | description | runners (page size) | mmap2 | offset unit | flavours | tags |",
-            "|---|---|---|---|---|---|---|"]
-    for config in load_all().values():
-        runners = ", ".join(f"{kind} ({spec.page_size.value})" for kind, spec in config.runners.items())
+    rows = ["| configuration | description | runners | page sizes | mmap2 | offset unit | flavours | tags |",
+            "|---|---|---|---|---|---|---|---|"]
+    configs = load_all()
+    machines = load_machines(configs)
+    for config in configs.values():
+        runners = ", ".join([*config.runners, *(f"linux on {m.name}" for m in machines.values()
+                                                if config.name in m.runs)])
+        pages = ", ".join(f"{size // 1024}K" for size in config.page_sizes.value)
         number = config.mmap2_nr.value if config.has_mmap2 else "none"
         unit = config.offset_unit.value if config.has_mmap2 else "-"
-        rows.append(f"| `{config.name}` | {config.description} | {runners} | {number} | {unit} | "
+        rows.append(f"| `{config.name}` | {config.description} | {runners} | {pages} | {number} | {unit} | "
                     f"{', '.join(config.flavours)} | {', '.join(config.tags)} |")
     return "\n".join(rows)
 

@@ -24,6 +24,8 @@ td.cell a { color: inherit; text-decoration: none; display: block; }
 .skipped { background: #e8dcf3; } .failed, .error, .xpassed { background: #f6c9c9; font-weight: bold; }
 code, pre { font: 12px/1.3 ui-monospace, monospace; white-space: pre-wrap; word-break: break-all; }
 details { margin: 0.2em 0; } h2 { margin-top: 1.5em; }
+#matrix th, #matrix td { white-space: nowrap; }
+#matrix th.column { writing-mode: vertical-rl; transform: rotate(180deg); vertical-align: bottom; padding: 7px 3px; }
 """
 
 
@@ -36,9 +38,13 @@ def _anchor(*parts: str) -> str:
 
 
 def _case_block(record: dict) -> str:
-    rows = [("outcome", record["outcome"] + (f" ({record['known_issue']})" if record.get("known_issue") else "")),
+    rows = [("outcome", record["outcome"] + (f" ({record['known_issue']}, {record.get('known_issue_kind')})"
+                                             if record.get("known_issue") else "")),
             ("case", f"{record['case']} ({record.get('case_file', '')})"),
-            ("flavour / runner", f"{record['flavour']} / {record['runner']} {record.get('runner_version') or ''}"),
+            ("flavour / system", f"{record['flavour']} / {record['system']} ({record['runner']}) "
+                                 f"{record.get('runner_version') or ''}"),
+            ("system identity", json.dumps(record.get("identity"), sort_keys=True) if record.get("identity") else ""),
+            ("measured", json.dumps(record.get("properties"), sort_keys=True) if record.get("properties") else ""),
             ("expected", json.dumps(record.get("expected"), sort_keys=True)),
             ("observed", json.dumps(record.get("observed"), sort_keys=True)),
             ("sources", "; ".join(record.get("sources") or [])),
@@ -49,7 +55,7 @@ def _case_block(record: dict) -> str:
                    for k, v in rows if v)
     return (f'<details class="case" id="{_anchor(record["nodeid"])}"{" open" if record["outcome"] in ("failed", "error", "xpassed") else ""}>'
             f'<summary class="{_cls(record["outcome"])}">{html.escape(record["outcome"])}: '
-            f'{html.escape(record["config"])}/{html.escape(record["flavour"])}@{html.escape(record["runner"])} '
+            f'{html.escape(record["config"])}/{html.escape(record["flavour"])}@{html.escape(record["system"])} '
             f'{html.escape(record["case"])}</summary><table>{body}</table></details>')
 
 
@@ -73,8 +79,9 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
         out.append(f"<h2 id='unexpected'>Unexpected results ({len(bad)})</h2>")
         out += [_case_block(r) for r in bad]
 
-    out.append("<h2>Matrix</h2><table id='matrix'><tr><th>clause</th>"
-               + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
+    # Column headers run upwards, so that a cell is as narrow as its text ("pass 12").
+    out.append("<h2 id='matrix-heading'>Matrix</h2><table id='matrix'><tr><th>clause</th>"
+               + "".join(f"<th class='column'>{html.escape(c)}</th>" for c in columns) + "</tr>")
     section = None
     for clause in used:
         if clauses[clause].section != section:
@@ -89,7 +96,7 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
             out.append(f"<td class='cell {_cls(cell_outcome(group))}'><a href='#{_anchor(clause, column)}'>"
                        f"{html.escape(cell_text(group))}</a></td>")
         out.append("</tr>")
-    out.append("</table><h2>Verdicts</h2><ul>")
+    out.append("</table><h2>Verdicts</h2><ul id='verdicts'>")
     for column in columns:
         out.append(f"<li><b>{html.escape(column)}</b>: "
                    f"{html.escape(column_verdict([r for r in records if r['column'] == column]))}</li>")
@@ -98,9 +105,9 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
     rows = differential(records)
     if rows:
         runners = sorted({runner for _, answers in rows for runner in answers})
-        out.append("<h2 id='differential'>Answers that differ between runners</h2><p>Same configuration, "
+        out.append("<h2 id='differential'>Answers that differ between systems</h2><p>Same configuration, "
                    "flavour and case; each answer with why it is right or known: a known issue, or "
-                   "<i>expected</i> of that runner (a runner-keyed expectation).</p><table><tr><th>case</th>"
+                   "<i>expected</i> there (an expectation keyed by the system's properties).</p><table><tr><th>case</th>"
                    + "".join(f"<th>{html.escape(r)}</th>" for r in runners) + "</tr>")
         for key, answers in rows:
             out.append(f"<tr><td>{html.escape(key)}</td>" + "".join(

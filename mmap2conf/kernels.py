@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import lzma
 import os
 import re
 import stat
 import zlib
 from pathlib import Path
-
-# Where the debian-installer-12-netboot-<arch> packages put their images.
-KERNEL_IMAGES = Path("/usr/lib/debian-installer/images/12")
 
 # The initramfs: /init is the helper; /dev/console must exist for the kernel to give
 # init its descriptors 0-2 (init/main.c console_on_rootfs), /dev/zero serves fd
@@ -92,41 +90,61 @@ def initramfs_for(helper: Path) -> Path:
     return path
 
 
-def find_kernel(pattern: str, package: str, images: Path | None = None) -> Path:
-    """The kernel file that ``pattern`` (a glob under ``images``, by default
-    KERNEL_IMAGES) names."""
-    images = KERNEL_IMAGES if images is None else images
-    found = sorted(p for p in images.glob(pattern) if p.is_file())
+def find_kernel(root: Path, pattern: str, what: str) -> Path:
+    """The one kernel file that ``pattern`` (a glob) names under ``root``."""
+    found = sorted(p for p in root.glob(pattern) if p.is_file())
     if not found:
-        raise KernelError(f"no kernel file {images / pattern} (apt package {package})")
+        raise KernelError(f"no kernel file {root / pattern} ({what})")
     if len(found) > 1:
-        raise KernelError(f"{images / pattern} matches several kernel files: "
+        raise KernelError(f"{root / pattern} matches several kernel files: "
                           f"{', '.join(str(p) for p in found)}")
     return found[0]
 
 
+def image_kind(image: bytes) -> str:
+    """What kind of kernel image this is (machines.IMAGE_KINDS), from its header:
+    x86 bzImage ("HdrS" at 0x202, XLF_KERNEL_64 in xloadflags at 0x236), arm zImage
+    (magic 0x016F2818 at 0x24), arm64 Image ("ARM\\x64" at 0x38; Debian gzips it),
+    MIPS ELF (e_machine 8)."""
+    if image[:3] == b"\x1f\x8b\x08":
+        image = zlib.decompressobj(31).decompress(image, 4096)
+    if image[0x202:0x206] == b"HdrS":
+        return "x86-bzImage-64" if len(image) > 0x237 and image[0x236] & 1 else "x86-bzImage-32"
+    if image[0x24:0x28] in (b"\x18\x28\x6f\x01", b"\x01\x6f\x28\x18"):
+        return "arm-zImage"
+    if image[0x38:0x3C] == b"ARM\x64":
+        return "arm64-Image"
+    if image[:4] == b"\x7fELF" and len(image) > 0x14:
+        little = image[5] == 1
+        machine = int.from_bytes(image[0x12:0x14], "little" if little else "big")
+        if machine == 8:
+            return "mips-elf-64" if image[4] == 2 else "mips-elf-32"
+    raise KernelError("not a kernel image this suite can boot (no x86 bzImage, arm zImage, arm64 Image "
+                      "or MIPS ELF header)")
+
+
 _BANNER = re.compile(rb"Linux version \S+ \([^\n\0]+")
-_DEBIAN = re.compile(rb" Debian (\d+(?:\.\d+)+)[-~+][^ ]* \(\d{4}-\d\d-\d\d\)\s*$")
 _STREAMS = ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b\x08", "gzip"))
 _MAX_UNPACKED = 256 << 20
 
 
 def banner_version(banner: bytes) -> str:
-    """A PEP 440 version from a ``Linux version ...`` banner: the upstream release the
-    Debian package is built from (6.1.176), with the uname release as its local label
-    (6.1.176+6.1.0-50-686). Without a Debian version, the uname release's numbers."""
+    """The PEP 440 version (sut.kernel_version) of the kernel a ``Linux version ...``
+    banner names: its release, and the Debian version where the banner has one."""
     match = _BANNER.match(banner)
     if not match:
         raise KernelError(f"not a kernel banner: {banner[:120]!r}")
-    release = match.group().split()[2].decode()
-    debian = _DEBIAN.search(match.group())
-    numbers = debian.group(1).decode() if debian else None
-    if numbers is None:
-        found = re.match(r"\d+(?:\.\d+){1,2}", release)
-        if not found:
-            raise KernelError(f"kernel release {release!r} has no version number")
-        numbers = found.group()
-    return numbers if numbers == release else f"{numbers}+{release}"
+    from .sut import SystemUnderTestError, kernel_version
+    text = match.group().decode(errors="replace")
+    try:
+        return kernel_version(text.split()[2], text)
+    except SystemUnderTestError as exc:
+        raise KernelError(str(exc)) from None
+
+
+def banner_release(banner: bytes) -> str:
+    """uname -r of the kernel a banner names: "Linux version 6.1.0-50-686 (...)" -> 6.1.0-50-686."""
+    return banner.split()[2].decode(errors="replace")
 
 
 def image_banner(image: bytes) -> bytes:
@@ -152,15 +170,19 @@ def image_banner(image: bytes) -> bytes:
     raise KernelError("no 'Linux version' banner in the image, in the clear or in an xz or gzip stream")
 
 
-def kernel_version(kernel: Path) -> str:
-    """The version of the kernel in ``kernel``, cached by the file's content."""
+def kernel_identity(kernel: Path) -> dict:
+    """What a kernel image says of itself without booting: its release (uname -r),
+    PEP 440 version, image kind and sha256; cached by the file's content."""
     image = kernel.read_bytes()
-    path = _cache_dir() / "kernels" / f"{hashlib.sha256(image).hexdigest()[:16]}.version"
+    digest = hashlib.sha256(image).hexdigest()
+    path = _cache_dir() / "kernels" / f"{digest[:16]}.json"
     if path.exists():
-        return path.read_text()
+        return json.loads(path.read_text())
     try:
-        version = banner_version(image_banner(image))
+        banner = image_banner(image)
+        identity = {"release": banner_release(banner), "version": banner_version(banner),
+                    "image_kind": image_kind(image), "sha256": digest}
     except KernelError as exc:
         raise KernelError(f"{kernel}: {exc}") from None
-    _publish(path, version.encode())
-    return version
+    _publish(path, json.dumps(identity).encode())
+    return identity

@@ -19,10 +19,9 @@ STUBS_DIR = HELPERS_DIR / "abi"
 ERROR_CONVENTIONS = ("negative", "a3-flag", "cr0-so", "carry")
 OFFSET_UNITS = ("4096", "page")
 MISALIGNED = ("EINVAL", "unreachable")
-# Runner kinds that boot a real Debian kernel under qemu-system (kernels.md); their
-# [runners.<kind>] tables name the kernel and the machine (KernelSpec).
-KERNEL_RUNNER_KINDS = ("linux-32", "linux-16k", "linux-64bit-4k")
-RUNNER_KINDS = ("qemu-user", "native", *KERNEL_RUNNER_KINDS)
+# Runner kinds an ABI file may declare; the kernel runner (linux) takes its machines
+# from machines/*.toml, docker and ssh run whatever their system answers for.
+RUNNER_KINDS = ("qemu-user", "native")
 # raw: freestanding, the system call itself; every other flavour is a libc whose
 # mmap()/mmap64() are under test (the cases with libc calls run through each).
 FLAVOURS = ("raw", "glibc", "musl")
@@ -36,6 +35,7 @@ RECIPE_WORDS = ("python", "zig_lib")
 ROW_FACTS = {
     "unknown_prot": (str, ("mapping", "EINVAL")),
     "oversized_len": (str, ("ENOMEM", "EINVAL")),
+    "fixed_past_top": (str, ("ENOMEM", "EINVAL")),
     "argument_passing": (str, ("registers", "stack-5-6", "block")),
     "high_addresses": (bool, (True, False)),
 }
@@ -72,22 +72,9 @@ class ErrnoTable:
 
 
 @dataclass(frozen=True)
-class KernelSpec:
-    """Which kernel a kernel runner boots, and on which emulated machine."""
-
-    package: str                  # the apt package that ships the kernel file
-    kernel: str                   # a glob under the packages' image directory (kernels.KERNEL_IMAGES)
-    qemu_system: str              # the qemu-system binary
-    machine_args: tuple[str, ...]  # its arguments, before -kernel, -initrd and -append
-    console: str                  # the kernel's console device: console=<this>
-
-
-@dataclass(frozen=True)
 class RunnerSpec:
     kind: str
-    page_size: Fact
-    binary: str | None = None
-    kernel: KernelSpec | None = None
+    target: str | None = None     # qemu-user: the qemu target name (qemu-<target>)
 
 
 @dataclass(frozen=True)
@@ -113,6 +100,7 @@ class Config:
     errno_family: Fact
     offset_unit: Fact | None
     misaligned_pgoff: Fact | None
+    page_sizes: Fact              # every page size this ABI's kernels can have (a list)
     runners: dict[str, RunnerSpec]
     flavours: dict[str, Flavour]
     row_facts: dict[str, Fact]
@@ -204,26 +192,6 @@ def _read_toml(path: Path) -> dict:
         raise ModelError(f"{path}: {exc}") from None
 
 
-def _kernel_spec(spec: _Table) -> KernelSpec:
-    """The [runners.<kind>] keys of a kernel runner (kernels.md has the measured values)."""
-    package = spec.get("kernel_package", str)
-    if not package.strip():
-        raise spec.error("kernel_package", "is empty")
-    kernel = spec.get("kernel", str)
-    if not kernel.strip() or kernel.startswith("/") or ".." in Path(kernel).parts:
-        raise spec.error("kernel", f"{kernel!r} must be a glob relative to the image directory")
-    qemu_system = spec.get("qemu_system", str)
-    if not qemu_system.startswith("qemu-system-"):
-        raise spec.error("qemu_system", f"{qemu_system!r} is not a qemu-system-<arch> binary")
-    machine_args = spec.get("machine_args", list)
-    if not machine_args or not all(isinstance(arg, str) and arg for arg in machine_args):
-        raise spec.error("machine_args", "expected a non-empty list of non-empty strings")
-    console = spec.get("console", str)
-    if not console.isalnum():
-        raise spec.error("console", f"{console!r} is not a console device name such as ttyS0")
-    return KernelSpec(package, kernel, qemu_system, tuple(machine_args), console)
-
-
 def _check_recipe_words(table: _Table, key: str, words: list[str]) -> None:
     for word in words:
         for name in re.findall(r"\{([^}]*)\}", word):
@@ -247,6 +215,10 @@ def load_config(path: Path) -> Config:
     elf.done()
 
     abi = top.sub("abi")
+    page_sizes = abi.fact("page_sizes", list)
+    if not page_sizes.value or any(isinstance(size, bool) or not isinstance(size, int) or size < 4096
+                                   or size & (size - 1) for size in page_sizes.value):
+        raise abi.error("page_sizes", f"{page_sizes.value!r} is not a list of powers of two of 4096 or more")
     stub = abi.get("stub", str)
     if not (STUBS_DIR / f"{stub}.h").exists():
         raise abi.error("stub", f"no stub header {STUBS_DIR / stub}.h")
@@ -275,15 +247,12 @@ def load_config(path: Path) -> Config:
         if kind not in RUNNER_KINDS:
             raise runners_table.error(kind, f"unknown runner kind (known: {', '.join(RUNNER_KINDS)})")
         spec = runners_table.sub(kind)
-        if kind in KERNEL_RUNNER_KINDS:
-            runners[kind] = RunnerSpec(kind, spec.fact("page_size", int), kernel=_kernel_spec(spec))
-        else:
-            runners[kind] = RunnerSpec(kind, spec.fact("page_size", int),
-                                       spec.get("binary", str, required=kind == "qemu-user"))
+        target = spec.get("target", str, required=kind == "qemu-user") if kind == "qemu-user" else None
+        if target is not None and not re.fullmatch(r"[a-z0-9_]+", target):
+            raise spec.error("target", f"{target!r} is not a qemu target name such as i386 or mipsel")
+        runners[kind] = RunnerSpec(kind, target)
         spec.done()
     runners_table.done()
-    if not runners:
-        raise runners_table.error("runners", "no runner can execute this configuration")
 
     flavours_table = top.sub("flavours")
     flavours = {}
@@ -310,7 +279,7 @@ def load_config(path: Path) -> Config:
                   elf_machine=elf_machine, elf_class=elf_class, endianness=endianness,
                   stub=stub, mmap2_nr=mmap2_nr, error_convention=error_convention,
                   errno_family=errno_family, offset_unit=offset_unit,
-                  misaligned_pgoff=misaligned, runners=runners, flavours=flavours, row_facts=row_facts,
+                  misaligned_pgoff=misaligned, page_sizes=page_sizes, runners=runners, flavours=flavours, row_facts=row_facts,
                   errno=load_errno_table(errno_family.value, path.parent))
 
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from .cases import FILE_CALLS, RAW_CALLS, Case
-from .model import Config, Fact
+from .model import Config
 
 MARKER_MAGIC = 0x4D32434B
 EXTEND_BYTES = 4096   # extend writes the file's last 4096-byte block (helpers/PROTOCOL.md)
@@ -47,9 +47,10 @@ class Expectation:
                 **({"contents": "zero"} if self.zero else {})}
 
 
-def expect_call(config: Config, page_size: int, page_source: str, case: Case, runner_kind: str,
-                request: dict) -> Expectation:
-    wanted, sources = case.expectation_for(runner_kind), [case.source]
+def expect_call(config: Config, properties, case: Case, request: dict) -> Expectation:
+    """What the case must observe on a system with these properties (sut.Properties)."""
+    page_size, page_source = properties.page_size, properties.sources["page_size"]
+    wanted, sources = case.expectation_for(properties), [case.source]
     if wanted.startswith("fact:"):
         fact = config.row_facts[wanted.removeprefix("fact:")]
         wanted = fact.value
@@ -161,11 +162,11 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
         problems.append(f"MAP_FIXED asked for {answer.get('addr_arg', 0):#x}, got {address:#x}")
     if expectation.block is not None:
         for offset, *words in answer.get("reads", []):
-            wanted, got = expectation.block + offset // 4096, decode_marker(words)
+            wanted, got = expected_read(expectation.block + offset // 4096, request, page_size), decode_marker(words)
             if got != wanted:
                 mapped = (f"; the mapping holds file offset {(got - offset // 4096) * 4096:#x}"
                           if isinstance(got, int) else "")
-                problems.append(f"expected file block {wanted:#x} at mapping offset {offset:#x}, "
+                problems.append(f"expected {_block_text(wanted)} at mapping offset {offset:#x}, "
                                 f"read {got if isinstance(got, str) else hex(got)}{mapped}")
                 break
     if expectation.high and address < 1 << 31:
@@ -173,6 +174,23 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
     if expectation.zero and observed.get("block") != "zero":
         problems.append(f"an anonymous mapping must read as zeros, read {observed.get('block')}")
     return observed, problems
+
+
+def expected_read(block: int, request: dict, page_size: int) -> int | str:
+    """What a read of 4096-byte file block ``block`` through a mapping finds: its marker
+    where the row marked it, zeros where it lies past the end of the file but within the
+    page that holds the end (mmap(2) NOTES: the remaining bytes of that page are zeroed;
+    a read past that page is SIGBUS, which the rows do not read)."""
+    size = request.get("file_blocks", 1) * 4096
+    if block * 4096 >= size and block * 4096 < -(-size // page_size) * page_size:
+        return "zero"
+    markers = request.get("markers")
+    return block if markers is None or block in markers else "zero"
+
+
+def _block_text(wanted: int | str) -> str:
+    return f"file block {wanted:#x}" if isinstance(wanted, int) else \
+        "zeros (past the end of the file, within its last page)"
 
 
 def _encoding_problems(config: Config, case: Case, answer: dict, observed: dict) -> list[str]:
@@ -195,7 +213,7 @@ def _encoding_problems(config: Config, case: Case, answer: dict, observed: dict)
     return problems
 
 
-def judge_probe(config: Config, page: Fact, case: Case, answer: dict):
+def judge_probe(config: Config, properties, case: Case, answer: dict):
     """Self-checks: what the helper was compiled with and sees, against arches/ facts.
 
     Returns (clause, expected, observed, sources, problems)."""
@@ -207,12 +225,15 @@ def judge_probe(config: Config, page: Fact, case: Case, answer: dict):
         observed = {"mmap2_nr": answer.get("mmap2_nr")}
         sources = [config.mmap2_nr.source]
     elif case.check == "page-size":
-        expected = {"auxv_pagesz": page.value}
-        observed = {"auxv_pagesz": answer.get("auxv_pagesz")}
+        # The session measured the page (AT_PAGESZ) and checked it against the ABI's
+        # page sizes; libc's sysconf must report the same page.
+        expected = {"auxv_pagesz_in": config.page_sizes.value}
+        observed = {"auxv_pagesz_in": config.page_sizes.value if answer.get("auxv_pagesz") in config.page_sizes.value
+                    else answer.get("auxv_pagesz"), "auxv_pagesz": answer.get("auxv_pagesz")}
         if answer.get("sysconf_pagesz") is not None:
-            expected["sysconf_pagesz"] = page.value
+            expected["sysconf_pagesz"] = answer.get("auxv_pagesz")
             observed["sysconf_pagesz"] = answer["sysconf_pagesz"]
-        sources = [page.source]
+        sources = [config.page_sizes.source, properties.sources["page_size"]]
     else:
         table, field_name = ((config.errno.errno, "errno") if case.check == "errno-numbers"
                              else (config.errno.signals, "signals"))

@@ -6,15 +6,34 @@ produced; nothing here reruns or re-judges a case.
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 
-SCHEMA = "mmap2-conformance/1"
+SCHEMA = "mmap2-conformance/2"
+# The exit status of a run (pytest's own codes where they mean the same).
+EXIT_CONFORMANT, EXIT_NONCONFORMANT, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_NOT_RUN = 0, 1, 2, 4, 6
+STATUS_NAMES = {EXIT_CONFORMANT: "conformant", EXIT_NONCONFORMANT: "nonconformant",
+                EXIT_INTERRUPTED: "interrupted", EXIT_USAGE: "usage error",
+                EXIT_NOT_RUN: "could not run what was asked"}
 SECTIONS = ("SYNOPSIS", "DESCRIPTION", "RETURN VALUE", "ERRORS", "VERSIONS", "HARNESS")
 # Worst first: a cell shows the worst outcome among its cases.
 SEVERITY = ("error", "failed", "xpassed", "skipped", "xfailed", "passed", "n.a.")
 COLOURS = {"passed": "green", "xfailed": "yellow", "n.a.": "cyan", "skipped": "purple",
            "failed": "red", "xpassed": "red", "error": "red"}
+MIN_WIDTH = 40   # below this, as pytest's terminal writer does, assume 80
+
+
+def terminal_width() -> int:
+    """The terminal's width, as pytest's terminal writer finds it (shutil, COLUMNS; 80 when
+    the output is not a terminal)."""
+    width = shutil.get_terminal_size(fallback=(80, 24)).columns
+    return width if width >= MIN_WIDTH else 80
+
+
+def _wrap(text: str, width: int, indent: str = "    ") -> list[str]:
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
 
 
 def cell_outcome(records: list[dict]) -> str:
@@ -37,60 +56,99 @@ def cell_text(records: list[dict]) -> str:
     return f"FAIL {bad}/{len(records)}"
 
 
+def exit_status(records: list[dict], interrupted: bool = False, broken: bool = False) -> int:
+    """0 conformant (known issues allowed), 1 nonconformant (an unexpected failure or
+    pass), 6 could not run what was asked (or the harness broke: ``broken``, a test
+    that failed without a verdict record), 2 interrupted."""
+    counts = Counter(r["outcome"] for r in records)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if counts["failed"] or counts["xpassed"]:
+        return EXIT_NONCONFORMANT
+    if counts["error"] or broken:
+        return EXIT_NOT_RUN
+    return EXIT_CONFORMANT
+
+
 def column_verdict(records: list[dict]) -> str:
+    """Unexpected results first; then whether the known issues violate the manual page or
+    only differ from Linux where the manual page allows both answers."""
     counts = Counter(r["outcome"] for r in records)
     summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items(), key=lambda kv: SEVERITY.index(kv[0])))
+    kinds = {r.get("known_issue_kind") for r in records if r["outcome"] == "xfailed"}
     if counts["failed"] or counts["error"] or counts["xpassed"]:
-        return f"NOT CONFORMANT ({summary})"
+        return f"UNEXPECTED RESULTS ({summary})"
     if counts["skipped"]:
         return f"INCOMPLETE ({summary})"
-    if counts["xfailed"]:
-        return f"conformant except known issues ({summary})"
+    if "violates-manual" in kinds:
+        return f"NONCONFORMANT, known issues ({summary})"
+    if kinds:
+        return f"conformant, differs from Linux ({summary})"
     return f"CONFORMANT ({summary})"
 
 
-def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome: text) -> list[str]:
-    """Rows: clauses grouped by manual page section; columns: configuration@runner."""
+def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome: text,
+                 width: int | None = None) -> list[str]:
+    """Rows: clauses grouped by manual page section; columns: configuration@runner.
+
+    The columns are numbered in a legend and split into blocks of as many as fit in
+    `width` (default: the terminal's), each block with every row; then one verdict per
+    column, wrapped to the width. The HTML report has the whole table at once."""
+    width = width or terminal_width()
     columns = sorted({r["column"] for r in records})
     cells = defaultdict(list)
     for record in records:
         cells[record["clause"], record["column"]].append(record)
     used = sorted({r["clause"] for r in records},
                   key=lambda c: (SECTIONS.index(clauses[c].section), c))
-    width = max([len(c) for c in used] + [10]) + 4
+    label = max([len(c) for c in used] + [10]) + 4
     col = max([len(cell_text(group)) for group in cells.values()] + [len(f"[{len(columns)}]")]) + 2
-    lines = []
-    # Column headers are long; print them numbered above the grid.
-    for index, column in enumerate(columns, 1):
-        lines.append(f"  [{index}] {column}")
-    lines.append("")
-    lines.append(" " * width + "".join(f"[{i}]".ljust(col) for i in range(1, len(columns) + 1)))
-    section = None
-    for clause in used:
-        if clauses[clause].section != section:
-            section = clauses[clause].section
-            lines.append(section)
-        row = f"  {clause}".ljust(width)
-        for column in columns:
-            group = cells.get((clause, column))
-            text = cell_text(group) if group else "-"
-            row += markup(text.ljust(col), cell_outcome(group) if group else "n.a.")
-        lines.append(row)
+    per_block = max(1, (width - label) // col)
+    lines = [""]
+    for entry in (f"[{index}] {column}" for index, column in enumerate(columns, 1)):
+        if lines[-1] and len(lines[-1]) + 2 + len(entry) > width:   # an entry is never split
+            lines.append("")
+        lines[-1] += ("  " if lines[-1] else "") + entry
+    for start in range(0, len(columns), per_block):
+        block = list(enumerate(columns, 1))[start:start + per_block]
+        lines.append("")
+        lines.append(" " * label + "".join(f"[{index}]".ljust(col) for index, _ in block).rstrip())
+        section = None
+        for clause in used:
+            if clauses[clause].section != section:
+                section = clauses[clause].section
+                lines.append(section)
+            row = f"  {clause}".ljust(label)
+            for _, column in block:
+                group = cells.get((clause, column))
+                text = cell_text(group) if group else "-"
+                row += markup(text.ljust(col), cell_outcome(group) if group else "n.a.")
+            lines.append(row)
     lines.append("")
     for index, column in enumerate(columns, 1):
         group = [r for r in records if r["column"] == column]
         verdict = column_verdict(group)
-        lines.append(markup(f"[{index}] {column}: {verdict}",
-                            "passed" if verdict.startswith(("CONFORMANT", "conformant")) else "failed"))
+        good = ("passed" if verdict.startswith(("CONFORMANT", "conformant")) else
+                "xfailed" if verdict.startswith("NONCONFORMANT") else "failed")
+        text = f"[{index}] {column}: {verdict}"
+        if len(text) > width:   # the counts go to lines of their own, whole
+            head, _, counts = text.partition(" (")
+            parts = _wrap(head, width) + _wrap(f"    ({counts}", width)
+        else:
+            parts = [text]
+        lines += [markup(part, good) for part in parts]
     return lines
 
 
-def known_issue_lines(records: list[dict], issues: dict) -> list[str]:
-    """The known issues the matrix cites, with the columns they affect."""
+def known_issue_lines(records: list[dict], issues: dict, width: int | None = None) -> list[str]:
+    """The known issues the matrix cites, with the columns they affect, wrapped to the width."""
+    width = width or terminal_width()
     lines = []
     for issue_id in sorted({r["known_issue"] for r in records if r["known_issue"]}, key=lambda i: int(i.split("-")[1])):
         columns = sorted({r["column"] for r in records if r["known_issue"] == issue_id})
-        lines.append(f"{issue_id}: {issues[issue_id].title} [{', '.join(columns)}]")
+        issue = issues[issue_id]
+        lines += _wrap(f"{issue_id} ({issue.kind}, {issue.component} {issue.versions}): {issue.title} "
+                       f"[{', '.join(columns)}]", width)
     return lines
 
 
@@ -108,14 +166,14 @@ def observed_summary(record: dict) -> str:
 
 
 def differential(records: list[dict]) -> list[tuple[str, dict[str, tuple[str, str]]]]:
-    """The cases of one configuration and flavour whose answers differ between runners.
+    """The cases of one configuration and flavour whose answers differ between systems.
 
-    Returns (config/flavour/case, {runner: (answer, why)}), where why is the known
-    issue that covers the answer, or "expected" when the row expects it of that runner
-    (a runner-keyed expectation), or the outcome."""
+    Returns (config/flavour/case, {system: (answer, why)}), where why is the known
+    issue that covers the answer, or "expected" when the row expects it of that system
+    (an expectation keyed by its properties), or the outcome."""
     by_case = defaultdict(dict)
     for record in records:
-        by_case[f"{record['config']}/{record['flavour']}/{record['case']}"][record["runner"]] = record
+        by_case[f"{record['config']}/{record['flavour']}/{record['case']}"][record["system"]] = record
     rows = []
     for key, by_runner in sorted(by_case.items()):
         answers = {runner: observed_summary(r) for runner, r in by_runner.items() if r["outcome"] != "n.a."}
@@ -127,17 +185,28 @@ def differential(records: list[dict]) -> list[tuple[str, dict[str, tuple[str, st
     return rows
 
 
-def differential_lines(records: list[dict]) -> list[str]:
+def differential_lines(records: list[dict], width: int | None = None) -> list[str]:
+    """A table (case, then each runner's answer) when it fits the width; else each case
+    on a line of its own, followed by one line per runner's answer."""
+    width = width or terminal_width()
     rows = differential(records)
     runners = sorted({runner for _, answers in rows for runner in answers})
     if not rows:
         return []
     table = [(key, [f"{answers[r][0]} ({answers[r][1]})" if r in answers else "-" for r in runners])
              for key, answers in rows]
-    width = max(len(key) for key, _ in table) + 2
+    key_width = max(len(key) for key, _ in table) + 2
     cell = max(len(c) for _, cells in table for c in cells + runners) + 2
-    return ["case".ljust(width) + "".join(r.ljust(cell) for r in runners)] + [
-        key.ljust(width) + "".join(c.ljust(cell) for c in cells) for key, cells in table]
+    if key_width + cell * len(runners) <= width:
+        return ["case".ljust(key_width) + "".join(r.ljust(cell) for r in runners).rstrip()] + [
+            (key.ljust(key_width) + "".join(c.ljust(cell) for c in cells)).rstrip() for key, cells in table]
+    lines = []
+    for key, answers in rows:
+        lines += _wrap(key, width)
+        for runner in runners:
+            if runner in answers:
+                lines += _wrap(f"    {runner}: {answers[runner][0]} ({answers[runner][1]})", width, " " * 8)
+    return lines
 
 
 def problems_lines(records: list[dict]) -> list[str]:
@@ -153,9 +222,13 @@ def problems_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def write_json(records: list[dict], path: Path, environment: dict) -> None:
+def write_json(records: list[dict], path: Path, environment: dict, status: str,
+               harness_errors: list[str] = ()) -> None:
+    """``status``: how the run ended (STATUS_NAMES, or "interrupted"); ``harness_errors``:
+    tests that failed without a verdict record."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {"schema": SCHEMA, "environment": environment,
+    document = {"schema": SCHEMA, "status": status, "harness_errors": list(harness_errors),
+                "environment": environment,
                 "summary": dict(Counter(r["outcome"] for r in records)),
                 "records": sorted(records, key=lambda r: r["nodeid"])}
     path.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
@@ -163,8 +236,8 @@ def write_json(records: list[dict], path: Path, environment: dict) -> None:
 
 
 # Every record of a JSON report has these fields, of these types (write_json's records).
-RECORD_FIELDS = {"nodeid": str, "config": str, "flavour": str, "runner": str, "column": str, "case": str,
-                 "clause": str, "outcome": str, "known_issue": (str, type(None))}
+RECORD_FIELDS = {"nodeid": str, "config": str, "flavour": str, "runner": str, "system": str, "column": str,
+                 "case": str, "clause": str, "outcome": str, "known_issue": (str, type(None))}
 
 
 class ReportError(Exception):

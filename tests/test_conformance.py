@@ -7,5 +7,5 @@ one request to a helper process and judges the answer with mmap2conf.oracle.
 from mmap2conf.plugin import run_instance
 
 
-def test_case(instance, helper_sessions, record):
-    run_instance(instance, helper_sessions, record)
+def test_case(instance, conformance_engine, request):
+    run_instance(instance, conformance_engine, request.node)

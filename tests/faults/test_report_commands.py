@@ -61,8 +61,8 @@ def _other_clause(document):
 
 
 BAD = [
-    ("another schema", lambda d: json.dumps({**d, "schema": "mmap2-conformance/2"}), cli.EXIT_BAD_REPORT,
-     "a report of schema 'mmap2-conformance/2'; this suite reads 'mmap2-conformance/1'"),
+    ("another schema", lambda d: json.dumps({**d, "schema": "mmap2-conformance/1"}), cli.EXIT_BAD_REPORT,
+     f"a report of schema 'mmap2-conformance/1'; this suite reads {SCHEMA!r}"),
     ("a list", "[1, 2, 3]", cli.EXIT_BAD_REPORT, 'not a JSON report: no "schema"'),
     ("not JSON", "<html>hello</html>", cli.EXIT_BAD_REPORT, "not a JSON report: not JSON"),
     ("records not a list", json.dumps({"schema": SCHEMA, "records": {}}), cli.EXIT_BAD_REPORT,

@@ -120,8 +120,11 @@ FILE_ROW = ["[[case]]", 'id = "second"', 'clause = "write.ERRORS.EFBIG"', 'call 
     (4, "file_blocks = 0", "extend needs file_blocks of 1 or more"),
     (4, 'file_blocks = "page - 4096"', "extend needs file_blocks of 1 or more"),
     (5, 'expect = "mapping"', "unknown expectation 'mapping' for the extend call"),
-    (5, 'expect = { qemu-user = "success", linux-32 = "fact:unknown_prot" }',
+    (5, 'expect = { default = "success", "kernel_bits=32" = "fact:unknown_prot" }',
      "unknown expectation 'fact:unknown_prot' for the extend call"),
+    (5, 'expect = { default = "success", linux-32 = "EFBIG" }',
+     "expect: 'linux-32' is not NAME=VALUE with NAME one of kernel_bits"),
+    (5, 'expect = { default = "success", "kernel_bits=16" = "EFBIG" }', "kernel_bits is one of 32, 64"),
     (None, "trace = true", "only for libc calls"),
     (None, 'flavours = ["glibc"]', "the glibc flavour cannot make a extend call"),
     (None, 'open = "RDONLY|BIGFILE"', "'open' means nothing to the extend call"),
@@ -146,17 +149,18 @@ def test_a_file_call_row_loads_and_asks_for_nothing_but_the_file(tmp_path):
     path.write_text(FIRST_ROW + "\n" + "\n".join(FILE_ROW) + "\n"
                     + '\n[[case]]\nid = "third"\nclause = "open.ERRORS.EOVERFLOW"\ncall = "open"\n'
                       'file_blocks = 0xC0000\nopen = "RDONLY"\nrequires = "mmap2=true"\n'
-                      'expect = { qemu-user = "EOVERFLOW", linux-32 = "success" }\nsource = "x"\n')
+                      'expect = { default = "EOVERFLOW", "kernel_bits=32" = "success" }\nsource = "x"\n')
     _, extend, reopen = load_table(path, CLAUSES)
     assert extend.concrete_inputs(4096, 4096) == {"op": "call", "id": "table/second", "call": "extend",
                                                   "file_blocks": 1 << 32}
     assert reopen.concrete_inputs(8192, 8192) == {"op": "call", "id": "table/third", "call": "open",
                                                   "file_blocks": 0xC0000, "open": "RDONLY"}
-    assert reopen.expectation_for("linux-32") == "success" and reopen.requires == "mmap2=true"
+    kernel_32, kernel_64 = (type("P", (), {"value": lambda self, name, bits=bits: bits})() for bits in (32, 64))
+    assert reopen.expectation_for(kernel_32) == "success" and reopen.requires == "mmap2=true"
+    assert reopen.expectation_for(kernel_64) == "EOVERFLOW"
 
 
-def test_the_file_limits_table_states_every_runner_kind():
-    from mmap2conf.model import RUNNER_KINDS
-    rows = [case for case in load_cases() if case.table == "file-limits"]
-    assert {case.call for case in rows} == {"extend", "open"}
-    assert all(isinstance(case.expect, dict) and set(case.expect) == set(RUNNER_KINDS) for case in rows)
+def test_no_row_keys_its_answer_by_a_runners_name():
+    from mmap2conf.runners import KINDS
+    keyed = [case for case in load_cases() if isinstance(case.expect, dict)]
+    assert keyed and not any(set(case.expect) & set(KINDS) for case in keyed)

@@ -1,7 +1,7 @@
 """Flavours in the generated matrix: every libc row runs through every libc a
 configuration has (glibc and musl alike), rows for one libc are n.a. elsewhere
 with a reason, and the raw rows stay with the raw flavour."""
-from mmap2conf import plugin
+from mmap2conf import engine, machines, runners
 from mmap2conf.cases import FILE_CALLS, RAW_CALLS, load_cases
 from mmap2conf.model import LIBC_FLAVOURS, load_all
 
@@ -9,8 +9,13 @@ CONFIGS = load_all()
 CASES = load_cases()
 
 
-def instances(config, flavour, kind="qemu-user"):
-    return {i.case.key: i for case in CASES for i in plugin._instances_for(config, flavour, kind, case)}
+QEMU_USER = runners.REGISTRY["qemu-user"]
+
+
+def instances(config, flavour):
+    runner = QEMU_USER.systems(config, runners.Options(machines=machines.load_machines(CONFIGS)))
+    system = runner[0] if runner else runners.REGISTRY["native"](config, "native", False)
+    return {i.case.key: i for case in CASES for i in engine.instances_for(config, flavour, system, case)}
 
 
 def test_every_row_that_runs_through_glibc_also_runs_through_musl():
@@ -55,7 +60,7 @@ def test_file_calls_run_through_the_raw_flavour_of_every_abi_even_without_mmap2(
         assert file_rows, name
         assert all(i.not_applicable is None or "the case needs" in i.not_applicable for i in file_rows), name
         assert {i.case.call for i in file_rows if i.not_applicable is None} == set(FILE_CALLS), name
-    x86_64 = instances(CONFIGS["x86_64"], "raw", "native")
+    x86_64 = instances(CONFIGS["x86_64"], "raw")
     assert x86_64["offset-unit/pgoff=1"].not_applicable.startswith("n.a.: x86_64 has no mmap2")
     assert x86_64["file-limits/extend-to-16tib"].not_applicable is None
     assert x86_64["file-limits/open-3gib-without-largefile-64-bit"].not_applicable is None

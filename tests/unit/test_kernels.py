@@ -1,7 +1,8 @@
-"""The kernel runners without booting anything: the initramfs (a newc cpio read
-back by an independent reader), the kernel's version from its image, the kernel
-file lookup, the qemu-system command line, the [runners.<kind>] keys of arches/,
-and the bootstrap's packages."""
+"""The kernel runner without booting anything: the initramfs (a newc cpio read
+back by an independent reader), the kernel's version and image kind from its
+image, the kernel file lookup, the qemu-system command line of the machines of
+machines/ with Debian's real kernels, the machine files' keys, and the
+bootstrap's packages."""
 import gzip
 import lzma
 import os
@@ -13,9 +14,10 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from mmap2conf import bootstrap, kernels, model, plugin, runners
+from mmap2conf import bootstrap, engine, kernels, machines, runners
 from mmap2conf.cases import Case
-from mmap2conf.model import KERNEL_RUNNER_KINDS, ModelError, load_all, load_config
+from mmap2conf.model import ModelError, load_all
+from mmap2conf.runners.linux import Linux
 
 HEADER = 110  # "070701" and 13 fields of 8 hex digits
 
@@ -92,11 +94,13 @@ DEBIAN_BANNER = (b"Linux version 6.1.0-50-686 (debian-kernel@lists.debian.org) (
 
 
 @pytest.mark.parametrize("banner, version", [
-    (DEBIAN_BANNER, "6.1.176+6.1.0-50-686"),
+    (DEBIAN_BANNER, "6.1.176+6.1.0.50.686"),
     (b"Linux version 6.1.0-50-4kc-malta (x@y) (gcc) #1 SMP Debian 6.1.176-1 (2026-07-02)\n",
-     "6.1.176+6.1.0-50-4kc-malta"),
-    (b"Linux version 6.18.0 (me@host) (gcc 14) #1 SMP Mon Nov 24 10:00:00 UTC 2026\n", "6.18.0"),
-    (b"Linux version 6.9.0-rc1-custom (me@host) (gcc 14) #3 SMP\n", "6.9.0+6.9.0-rc1-custom"),
+     "6.1.176+6.1.0.50.4kc.malta"),
+    (b"Linux version 6.18.0 (me@host) (gcc 14) #1 SMP Mon Nov 24 10:00:00 UTC 2026\n", "6.18.0+6.18.0"),
+    (b"Linux version 6.9.0-rc1-custom (me@host) (gcc 14) #3 SMP\n", "6.9.0rc1+6.9.0.rc1.custom"),
+    (b"Linux version 6.13.0-rc1+ (me@host) (gcc 14) #3 SMP\n", "6.13.0rc1+6.13.0.rc1"),
+    (b"Linux version 7.2.13+deb14-armmp (x@y) (gcc) #1 SMP\n", "7.2.13+7.2.13.deb14.armmp"),
 ])
 def test_the_version_comes_from_the_banner_and_is_pep_440(banner, version):
     assert kernels.banner_version(banner) == version
@@ -107,6 +111,9 @@ def test_a_debian_kernel_version_matches_a_release_specifier():
     version = Version(kernels.banner_version(DEBIAN_BANNER))
     assert version in SpecifierSet("==6.1.176") and version in SpecifierSet(">=6.1,<6.2")
     assert version not in SpecifierSet("==6.1.175")
+    # A release candidate of a user's own build still matches a range (as a pre-release).
+    rc = Version(kernels.banner_version(b"Linux version 6.13.0-rc1+ (me@host) (gcc 14) #3 SMP\n"))
+    assert SpecifierSet(">=6.12").contains(rc, prereleases=True)
 
 
 @pytest.mark.parametrize("wrap", [
@@ -123,66 +130,66 @@ def test_an_image_without_a_banner_is_a_kernel_error():
         kernels.image_banner(b"nothing" + zlib.compress(b"here either"))
 
 
-def test_the_version_is_cached_by_the_kernel_files_content(tmp_path, monkeypatch):
+def test_the_identity_is_cached_by_the_kernel_files_content(tmp_path, monkeypatch):
     monkeypatch.setattr("mmap2conf.build.CACHE_DIR", tmp_path / "cache")
     kernel = tmp_path / "vmlinuz"
-    kernel.write_bytes(b"stub" + lzma.compress(DEBIAN_BANNER))
-    assert kernels.kernel_version(kernel) == "6.1.176+6.1.0-50-686"
-    cached = list((tmp_path / "cache" / "kernels").glob("*.version"))
-    assert [p.read_text() for p in cached] == ["6.1.176+6.1.0-50-686"]
-    cached[0].write_text("9.9.9")  # the cache answers; the image is not read again
-    assert kernels.kernel_version(kernel) == "9.9.9"
+    kernel.write_bytes(b"\x7fELF\x01\x01" + b"\0" * 10 + b"\x02\0\x08\0" + lzma.compress(DEBIAN_BANNER))
+    identity = kernels.kernel_identity(kernel)
+    assert identity["release"] == "6.1.0-50-686" and identity["image_kind"] == "mips-elf-32"
+    cached = list((tmp_path / "cache" / "kernels").glob("*.json"))
+    cached[0].write_text('{"release": "9.9.9"}')  # the cache answers; the image is not read again
+    assert kernels.kernel_identity(kernel) == {"release": "9.9.9"}
 
 
 def test_the_kernel_file_is_found_by_its_glob(tmp_path):
     (tmp_path / "mipsel" / "malta").mkdir(parents=True)
     (tmp_path / "mipsel" / "malta" / "vmlinuz-6.1.0-50-4kc-malta").write_bytes(b"k")
-    found = kernels.find_kernel("mipsel/malta/vmlinuz-*-4kc-malta", "pkg", tmp_path)
+    found = kernels.find_kernel(tmp_path, "mipsel/malta/vmlinuz-*-4kc-malta", "package pkg")
     assert found.name == "vmlinuz-6.1.0-50-4kc-malta"
-    with pytest.raises(kernels.KernelError, match=r"no kernel file .*5kc.* \(apt package pkg\)"):
-        kernels.find_kernel("mipsel/malta/vmlinuz-*-5kc-malta", "pkg", tmp_path)
+    with pytest.raises(kernels.KernelError, match=r"no kernel file .*5kc.* \(package pkg\)"):
+        kernels.find_kernel(tmp_path, "mipsel/malta/vmlinuz-*-5kc-malta", "package pkg")
     (tmp_path / "mipsel" / "malta" / "vmlinuz-6.1.0-51-4kc-malta").write_bytes(b"k")
     with pytest.raises(kernels.KernelError, match="matches several kernel files"):
-        kernels.find_kernel("mipsel/malta/vmlinuz-*-4kc-malta", "pkg", tmp_path)
+        kernels.find_kernel(tmp_path, "mipsel/malta/vmlinuz-*-4kc-malta", "package pkg")
 
 
-# ---- the runner ----
+# ---- the runner, on the machines of machines/ and Debian's real kernels (the cache) ----
 
-@pytest.fixture
-def fake_guest(tmp_path, monkeypatch):
-    """A kernel image directory and a qemu-system-mipsel on PATH, both fakes."""
-    images = tmp_path / "images"
-    (images / "mipsel" / "malta").mkdir(parents=True)
-    (images / "mipsel" / "malta" / "vmlinuz-6.1.0-50-4kc-malta").write_bytes(b"x" + lzma.compress(DEBIAN_BANNER))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    qemu = bin_dir / "qemu-system-mipsel"
-    qemu.write_text("#!/bin/sh\nexit 0\n")
-    qemu.chmod(0o755)
-    monkeypatch.setattr(kernels, "KERNEL_IMAGES", images)
-    monkeypatch.setattr("mmap2conf.build.CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+def _linux_systems(name: str, **options):
+    configs = load_all()
+    opts = runners.Options(machines=machines.load_machines(configs), **options)
+    return Linux.systems(configs[name], opts), opts
+
+
+def test_each_machine_kernel_is_a_system_named_by_its_release():
+    systems, _ = _linux_systems("mipsel")
+    assert sorted(s.name for s in systems) == ["linux-6.1.0-50-4kc-malta", "linux-6.1.0-50-5kc-malta",
+                                               "linux-6.1.0-50-loongson-3"]
+    assert {s.machine.name for s in systems} == {"mips-malta", "mips64el-malta", "mips64el-loongson3"}
+
+
+def test_the_command_boots_the_machines_kernel_with_the_helper_as_init(tmp_path):
+    systems, _ = _linux_systems("mipsel")
+    runner = next(s for s in systems if s.machine.name == "mips-malta")
     helper = tmp_path / "helper"
     helper.write_bytes(b"\x7fELF helper")
-    return runners.make_runner("linux-32", load_all()["mipsel"]), helper, qemu
-
-
-def test_the_command_boots_the_configured_kernel_with_the_helper_as_init(fake_guest, tmp_path):
-    runner, helper, qemu = fake_guest
     command = runner.command(helper, tmp_path)
-    spec = runner.spec
-    assert command[0] == str(qemu)
-    assert command[1:1 + len(spec.machine_args)] == list(spec.machine_args)
-    assert command[command.index("-kernel") + 1].endswith("mipsel/malta/vmlinuz-6.1.0-50-4kc-malta")
+    assert command[0].endswith("qemu-system-mipsel")
+    assert command[1:1 + len(runner.machine.machine_args)] == list(runner.machine.machine_args)
+    assert Path(command[command.index("-kernel") + 1]).name.endswith("-4kc-malta")
     initrd = Path(command[command.index("-initrd") + 1])
     assert read_newc(gzip.decompress(initrd.read_bytes()))[-1]["body"] == helper.read_bytes()
     assert command[-2:] == ["-append", "console=ttyS0 panic=-1 quiet"]
-    assert runner.version() == "6.1.176+6.1.0-50-686"
-    assert runner.console is not None and runner.trace_shows is None
+    identity = runner.identity()
+    assert identity["kernel_release"] == "6.1.0-50-4kc-malta" and len(identity["sha256"]) == 64
+    assert Version(identity["version"]).local == "6.1.0.50.4kc.malta"
+    assert runner.console is not None and runner.tracer is None
 
 
-def test_a_noexec_scratch_directory_gives_the_guest_a_noexec_scratch(fake_guest, tmp_path, monkeypatch):
-    runner, helper, _ = fake_guest
+def test_a_noexec_scratch_directory_gives_the_guest_a_noexec_scratch(tmp_path, monkeypatch):
+    runner = _linux_systems("armhf")[0][0]
+    helper = tmp_path / "helper"
+    helper.write_bytes(b"h")
     real_statvfs = os.statvfs
     monkeypatch.setattr(os, "statvfs", lambda path: type("V", (), {"f_flag": real_statvfs(path).f_flag
                                                                              | os.ST_NOEXEC})())
@@ -191,18 +198,25 @@ def test_a_noexec_scratch_directory_gives_the_guest_a_noexec_scratch(fake_guest,
     assert "MMAP2_SCRATCH" not in runner.reproducer(helper, '{"op":"probe","id":"p"}', None)
 
 
-def test_no_qemu_or_no_kernel_makes_the_runner_unavailable(fake_guest, tmp_path, monkeypatch):
-    runner, helper, qemu = fake_guest
-    qemu.unlink()
-    monkeypatch.setenv("PATH", str(qemu.parent))  # not the machine's own qemu-system either
-    with pytest.raises(runners.RunnerUnavailable, match="qemu-system-mipsel is not on PATH .*qemu-system-mips"):
-        runner.command(helper, tmp_path)
-    for path in (kernels.KERNEL_IMAGES / "mipsel" / "malta").iterdir():
-        path.unlink()
-    with pytest.raises(runners.RunnerUnavailable, match="debian-installer-12-netboot-mipsel"):
-        runner.version()
+def test_no_qemu_system_or_a_tracer_makes_the_runner_unavailable(tmp_path, monkeypatch):
+    runner = _linux_systems("i386")[0][0]
+    monkeypatch.setenv("PATH", str(tmp_path))  # not the machine's own qemu-system
+    with pytest.raises(runners.RunnerUnavailable, match="qemu-system-i386 is not on PATH .*qemu-system-x86"):
+        runner.command(tmp_path / "helper", tmp_path)
     with pytest.raises(runners.RunnerUnavailable, match="tracer"):
-        runner.command(helper, tmp_path, trace=True)
+        runner.command(tmp_path / "helper", tmp_path, trace=True)
+
+
+def test_a_users_kernel_image_boots_on_the_machine_its_kind_names(tmp_path):
+    debian = _linux_systems("armhf")[0][0].kernel()
+    image = tmp_path / "my-zImage"
+    image.write_bytes(debian.read_bytes())
+    assert kernels.image_kind(image.read_bytes()) == "arm-zImage"
+    systems, _ = _linux_systems("armhf", kernels=(image,))
+    assert [(s.machine.name, s.kernel(), s.asked) for s in systems] == [("arm-virt", image, True)]
+    assert _linux_systems("i386", kernels=(image,))[0] == []   # an arm kernel runs no i386 helper
+    with pytest.raises(ModelError, match="mips-elf-64 kernel image boots on mips64el-loongson3, mips64el-malta"):
+        machines.machine_for_image(machines.load_machines(load_all()), "mips-elf-64")
 
 
 def test_libc_rows_checked_by_a_tracer_are_not_applicable_on_a_kernel_runner():
@@ -210,74 +224,40 @@ def test_libc_rows_checked_by_a_tracer_are_not_applicable_on_a_kernel_runner():
     row = Case(table="t", id="traced", path=Path("t.toml"), line=1, clause="mmap2.VERSIONS.glibc-wrapper",
                op="call", call="mmap", check=None, expect="mapping", source="s", inputs={"len": 4096},
                trace=True)
-    on_kernel = list(plugin._instances_for(config, "glibc", "linux-32", row))
-    assert on_kernel[0].not_applicable.startswith("n.a.: the linux-32 runner has no system call tracer")
-    assert list(plugin._instances_for(config, "glibc", "native", row))[0].not_applicable is None
+    guest = _linux_systems("i386")[0][0]
+    on_kernel = list(engine.instances_for(config, "glibc", guest, row))
+    assert on_kernel[0].not_applicable.startswith(f"n.a.: no system call tracer runs on {guest.name}")
 
 
-def test_the_bootstrap_installs_qemu_system_and_the_kernel_packages():
-    packages = bootstrap.apt_packages()
-    assert {"qemu-system-x86", "qemu-system-arm", "qemu-system-mips", "debian-installer-12-netboot-i386",
-            "debian-installer-12-netboot-armhf", "debian-installer-12-netboot-mipsel",
-            "debian-installer-12-netboot-mips64el"} <= set(packages)
+def test_the_bootstrap_installs_qemu_system_and_fetches_the_machines_kernels():
+    assert {"qemu-system-x86", "qemu-system-arm", "qemu-system-mips"} <= set(bootstrap.apt_packages())
+    assert not any(p.startswith("debian-installer") for p in bootstrap.apt_packages())
 
 
-# ---- arches/: the [runners.<kind>] keys of the kernel runners ----
-
-def test_the_kernel_runners_are_declared_with_their_page_sizes():
-    configs = load_all()
-    declared = {(name, kind): spec for name, config in configs.items()
-                for kind, spec in config.runners.items() if kind in KERNEL_RUNNER_KINDS}
-    assert set(declared) == {("i386", "linux-32"), ("armhf", "linux-32"), ("mipsel", "linux-32"),
-                             ("mipsel", "linux-16k"), ("mipsel", "linux-64bit-4k")}
-    assert declared["mipsel", "linux-16k"].page_size.value == 16384
-    assert all(spec.page_size.value == 4096 for key, spec in declared.items() if key[1] != "linux-16k")
-    assert all("kernels.md" in spec.page_size.source for spec in declared.values())
-    assert declared["armhf", "linux-32"].kernel.console == "ttyAMA0"
-    assert declared["mipsel", "linux-16k"].kernel.qemu_system == "qemu-system-mips64el"
-
-
-KERNEL_RUNNER = '[runners.linux-16k]\nkernel_package = "debian-installer-12-netboot-mips64el"\n'
-LOONGSON_ARGS = ('machine_args = ["-M", "loongson3-virt", "-cpu", "Loongson-3A1000", "-m", "512", "-nographic", '
-                 '"-no-reboot", "-vga", "none", "-nic", "none"]')
-
+# ---- machines/: the keys of a machine file ----
 
 @pytest.mark.parametrize("old, new, message", [
-    ('kernel_package = "debian-installer-12-netboot-mips64el"\n', "", "[runners.linux-16k] kernel_package: missing"),
-    ('kernel = "mips64el/loongson-3/vmlinuz-*-loongson-3"\n', "", "[runners.linux-16k] kernel: missing"),
-    ('kernel = "mips64el/loongson-3/vmlinuz-*-loongson-3"', 'kernel = "/boot/vmlinuz"',
-     "[runners.linux-16k] kernel: '/boot/vmlinuz' must be a glob relative"),
-    ('kernel = "mips64el/loongson-3/vmlinuz-*-loongson-3"', 'kernel = "../../vmlinuz"',
-     "[runners.linux-16k] kernel: '../../vmlinuz' must be a glob relative"),
-    ('qemu_system = "qemu-system-mips64el"\nmachine_args = ["-M", "loongson3-virt"',
-     'machine_args = ["-M", "loongson3-virt"', "[runners.linux-16k] qemu_system: missing"),
-    ('qemu_system = "qemu-system-mips64el"\nmachine_args = ["-M", "loongson3-virt"',
-     'qemu_system = "qemu-mips64el-static"\nmachine_args = ["-M", "loongson3-virt"',
-     "[runners.linux-16k] qemu_system: 'qemu-mips64el-static' is not a qemu-system-<arch> binary"),
-    ('machine_args = ["-M", "loongson3-virt"', 'machine_args = [3, "loongson3-virt"',
-     "[runners.linux-16k] machine_args: expected a non-empty list"),
-    (LOONGSON_ARGS, 'machine_args = "-M loongson3-virt"', "[runners.linux-16k] machine_args: expected list"),
-    (LOONGSON_ARGS, 'machine_args = []', "[runners.linux-16k] machine_args: expected a non-empty list"),
-    ('console = "ttyS0"\npage_size = { value = 16384', 'page_size = { value = 16384',
-     "[runners.linux-16k] console: missing"),
-    ('console = "ttyS0"\npage_size = { value = 16384', 'console = "ttyS0 init=/bin/sh"\npage_size = { value = 16384',
-     "[runners.linux-16k] console: 'ttyS0 init=/bin/sh' is not a console device name"),
-    ('page_size = { value = 16384, source = ', 'page_size = { value = 16384, sauce = ',
-     "[runners.linux-16k.page_size] source: missing"),
-    (KERNEL_RUNNER, KERNEL_RUNNER + 'binary = "qemu-mipsel-static"\n', "[runners.linux-16k] binary: unknown key"),
-    ('[runners.qemu-user]\nbinary = "qemu-mipsel-static"\n',
-     '[runners.qemu-user]\nbinary = "qemu-mipsel-static"\nkernel = "x"\n', "[runners.qemu-user] kernel: unknown key"),
-    ("[runners.linux-16k]", "[runners.linux-8k]", "[runners] linux-8k: unknown runner kind"),
+    ('qemu_system = "qemu-system-mips64el"\n', "", "qemu_system: missing"),
+    ('qemu_system = "qemu-system-mips64el"', 'qemu_system = "qemu-mips64el-static"',
+     "qemu_system: 'qemu-mips64el-static' is not a qemu-system-<arch> binary"),
+    ('machine_args = ["-M", "loongson3-virt"', 'machine_args = [3, "loongson3-virt"', "machine_args: expected a non-empty"),
+    ('console = "ttyS0"', 'console = "ttyS0 init=/bin/sh"', "console: 'ttyS0 init=/bin/sh' is not a console device"),
+    ('image = "mips-elf-64"', 'image = "vax"', "image: 'vax' is not one of"),
+    ('runs = ["mipsel"]', 'runs = ["vax"]', "runs: 'vax' is not a configuration"),
+    ('path = "usr/lib', 'path = "/usr/lib', "must be a glob inside the unpacked package"),
+    ('suite = "bookworm"\n', 'suite = "bookworm"\nkernel = "x"\n', "[kernel #1] kernel: unknown key"),
 ])
-def test_a_malformed_kernel_runner_is_an_error_naming_file_and_key(arches_copy, edit, old, new, message):
-    path = arches_copy / "mipsel.toml"
-    edit(path, old, new)
+def test_a_malformed_machine_is_an_error_naming_file_and_key(tmp_path, old, new, message):
+    source = machines.MACHINES_DIR / "mips64el-loongson3.toml"
+    path = tmp_path / source.name
+    text = source.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
     with pytest.raises(ModelError) as error:
-        load_config(path)
-    assert str(path) in str(error.value)
-    assert message in str(error.value)
+        machines.load_machines(load_all(), tmp_path)
+    assert str(path) in str(error.value) and message in str(error.value)
 
 
-def test_every_runner_kind_has_a_runner_class():
-    assert set(runners.RUNNER_CLASSES) == set(model.RUNNER_KINDS) | {"docker"}
-    assert all(runners.RUNNER_CLASSES[kind] is runners.LinuxKernel for kind in KERNEL_RUNNER_KINDS)
+def test_every_runner_kind_has_a_module_behind_the_interface():
+    assert set(runners.KINDS) == {"qemu-user", "native", "linux", "docker"}
+    assert all(issubclass(kind, runners.Runner) for kind in runners.REGISTRY.values())

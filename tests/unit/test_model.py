@@ -11,7 +11,7 @@ def test_every_configuration_loads_with_a_source_for_each_fact():
             "hexagon", "riscv32", "aarch64", "sparc64", "mips64"} <= set(configs)
     for config in configs.values():
         facts = [config.mmap2_nr, config.error_convention, config.errno_family,
-                 *(spec.page_size for spec in config.runners.values())]
+                 config.page_sizes]
         if config.has_mmap2:
             facts += [config.offset_unit, config.misaligned_pgoff]
         assert all(fact.source.strip() for fact in facts), config.name
@@ -21,7 +21,7 @@ def test_the_ia64_like_configuration_has_page_units_and_a_non_4096_page():
     or1k = load_all()["or1k"]
     assert "ia64-like" in or1k.tags
     assert or1k.offset_unit.value == "page"
-    assert or1k.unit_bytes(or1k.runners["qemu-user"].page_size.value) == 8192
+    assert or1k.page_sizes.value == [8192] and or1k.unit_bytes(8192) == 8192
 
 
 @pytest.mark.parametrize("old, new, message", [
@@ -36,7 +36,9 @@ def test_the_ia64_like_configuration_has_page_units_and_a_non_4096_page():
     ('stub = "i386"', 'stub = "vax"', "[abi] stub: no stub header"),
     ('errno_family = { value = "generic"', 'errno_family = { value = "vms"', "no errno table for family 'vms'"),
     ('[runners.native]', '[runners.qemu-system-vax]', "[runners] qemu-system-vax: unknown runner kind"),
-    ('binary = "qemu-i386-static"\n', '', "[runners.qemu-user] binary: missing"),
+    ('target = "i386"\n', '', "[runners.qemu-user] target: missing"),
+    ('page_sizes = { value = [4096]', 'page_sizes = { value = [0]', "[abi] page_sizes: [0] is not a list of powers"),
+    ('page_sizes = { value = [4096]', 'page_sizes = { value = [6000]', "[abi] page_sizes: [6000] is not a list"),
     ('name = "i386"', 'name = "i486"', "does not match the file name"),
     ('[flavours.raw]', '[flavours.bionic]', "[flavours] bionic: unknown flavour"),
     ('cc = "i686-linux-gnu-gcc"', 'cc = "{ruby} i686-linux-gnu-gcc"', "[flavours.raw] cc: unknown recipe word {ruby}"),
@@ -103,10 +105,11 @@ def test_the_new_abis_state_their_facts():
     assert configs["hppa"].mmap2_nr.value == 89 and configs["hppa"].errno.number_of("EOVERFLOW") == 72
     assert configs["m68k"].offset_unit.value == "page"
     hexagon = configs["hexagon"]
-    assert hexagon.offset_unit.value == "page" and hexagon.runners["qemu-user"].page_size.value == 65536
+    assert hexagon.offset_unit.value == "page" and 65536 in hexagon.page_sizes.value
     assert configs["riscv32"].mmap2_nr.value == 222
     for control in ("aarch64", "sparc64", "mips64", "x86_64"):
         assert not configs[control].has_mmap2 and configs[control].elf_class == 64
     for config in configs.values():
         if config.has_mmap2:
-            assert set(config.row_facts) == {"unknown_prot", "oversized_len", "argument_passing", "high_addresses"}
+            assert set(config.row_facts) == {"unknown_prot", "oversized_len", "fixed_past_top", "argument_passing",
+                                        "high_addresses"}

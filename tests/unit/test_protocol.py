@@ -8,7 +8,7 @@ import pytest
 
 from mmap2conf import build, model
 from mmap2conf.protocol import HelperSession, ProtocolError
-from mmap2conf.runners import make_runner
+from mmap2conf.runners.native import Native
 
 
 def fake(script, timeout=5.0):
@@ -97,7 +97,7 @@ def test_the_scratch_directory_is_removed():
 def native_session():
     config = model.load_all()["x86_64"]
     helper = build.helper_path(config, "glibc")
-    runner = make_runner("native", config)
+    runner = Native(config, "native", True)
     session = HelperSession(lambda workdir: runner.command(helper, workdir))
     yield session
     session.close()

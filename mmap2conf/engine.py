@@ -1,0 +1,339 @@
+"""The engine: runs one case on one system under test and returns a typed record.
+
+No pytest here: the pytest plugin, the benchmark and the CLI all drive this.
+arches/ (model) x tests/cases/ (rows) x the systems of each configuration
+(runners) give the instances; an instance's request goes to a helper session
+kept for the whole run (one per configuration, flavour, system, and tracer or
+scratch kind); the session's probe measures the system (sut.measure); the
+oracle states what the case must observe there; known-issues.toml may turn a
+failure into a strict xfail, only for its recorded symptom.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from . import build, cases, knownissues, model, oracle, scratch
+from .machines import load_machines
+from .protocol import HelperSession, ProtocolError
+from .runners import Options, Runner, RunnerUnavailable, systems
+from .sut import Properties, SystemUnderTestError, measure
+
+
+class Outcome(str, Enum):
+    PASSED = "passed"
+    FAILED = "failed"        # the system does not answer as it should
+    XFAILED = "xfailed"      # ... as a known issue records, with its symptom
+    XPASSED = "xpassed"      # a known issue's case passed: the record is out of date
+    NA = "n.a."              # the row does not apply here (the reason says why)
+    SKIPPED = "skipped"      # could not run here, and was not asked for by name
+    ERROR = "error"          # the harness could not run what was asked, or broke
+
+
+@dataclass
+class Record:
+    """One verdict: the same record goes to the terminal matrix, JSON, JUnit and HTML."""
+
+    nodeid: str
+    config: str
+    flavour: str
+    runner: str                    # the runner kind
+    system: str                    # the system under test, as named in columns
+    column: str                    # configuration@system
+    case: str
+    table: str
+    case_file: str
+    clause: str
+    section: str
+    call: str | None
+    outcome: Outcome | None = None
+    reason: str | None = None
+    runner_version: str | None = None
+    identity: dict | None = None    # what the system is: binary, --version line, kernel image, sha256
+    properties: dict | None = None  # what the probe measured (sut.Properties)
+    request: dict | None = None
+    expected: dict | None = None
+    observed: dict | None = None
+    sources: list = field(default_factory=list)
+    known_issue: str | None = None
+    known_issue_kind: str | None = None
+    reproducer: str | None = None
+    helper_process: str | None = None
+    exchange_ms: float | None = None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["outcome"] = self.outcome.value if self.outcome else None
+        return data
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One row run on one configuration, through one flavour, on one system."""
+
+    config: model.Config
+    flavour: str
+    runner: Runner
+    case: cases.Case
+    not_applicable: str | None = None
+
+    @property
+    def group(self) -> str:
+        return f"{self.config.name}/{self.flavour}/{self.runner.name}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.group}/{self.case.key}"
+
+
+class Suite:
+    """The data of a run, loaded and checked once: configurations, machines, rows, records."""
+
+    def __init__(self, options: Options, arches: set[str] | None = None, flavours: set[str] | None = None,
+                 require_all: bool = False):
+        self.configs = model.load_all()
+        options.machines = load_machines(self.configs)
+        self.clauses = cases.load_clauses()
+        self.cases = cases.load_cases(clauses=self.clauses)
+        self.known_issues = knownissues.load_known_issues()
+        knownissues.check_references(self.known_issues, self.configs, [c.key for c in self.cases],
+                                     model.FLAVOURS, cases.ERRNO_NAMES)
+        self.options, self.arches, self.flavours, self.require_all = options, arches, flavours, require_all
+        self._systems: dict[str, list[Runner]] = {}
+
+    def systems(self, config: model.Config) -> list[Runner]:
+        if config.name not in self._systems:
+            self._systems[config.name] = systems(config, self.options)
+        return self._systems[config.name]
+
+    def instances(self):
+        for config in self.configs.values():
+            if self.arches is not None and config.name not in self.arches:
+                continue
+            for flavour in config.flavours:
+                if self.flavours is not None and flavour not in self.flavours:
+                    continue
+                for runner in self.systems(config):
+                    for case in self.cases:
+                        yield from instances_for(config, flavour, runner, case)
+
+    def close(self) -> None:
+        for close in self.options.closers:
+            close()
+
+
+def instances_for(config: model.Config, flavour: str, runner: Runner, case: cases.Case):
+    if case.op == "probe":
+        yield Instance(config, flavour, runner, case)
+        return
+    wants_raw = case.call in cases.RAW_CALLS
+    if wants_raw != (flavour == "raw"):
+        return  # the raw flavour makes the system call, libc flavours call libc
+    reason = None
+    if case.call == "mmap2" and not config.has_mmap2:  # only mmap2 rows need it; extend, open: every ABI
+        reason = f"n.a.: {config.name} has no mmap2 ({config.mmap2_nr.source})"
+    elif case.not_for_flavour(flavour):
+        reason = case.not_for_flavour(flavour)
+    elif case.trace and runner.tracer is None:
+        reason = f"n.a.: no system call tracer runs on {runner.name} (the row checks libc's system call)"
+    elif case.requires:
+        name, _, value = case.requires.partition("=")
+        fact = config.requirement(name)
+        if fact is None:
+            reason = f"n.a.: {config.name} states no {name}; the case needs {name} = {value}"
+        elif str(fact.value).lower() != value.lower():
+            reason = f"n.a.: {config.name} has {name} = {fact.value} ({fact.source}); the case needs {value}"
+    yield Instance(config, flavour, runner, case, reason)
+
+
+@dataclass
+class _Session:
+    helper: HelperSession
+    properties: Properties
+    probe: dict
+    binary: object        # what the runner starts: the helper's path (or its name in an image)
+
+
+class Engine:
+    """Helper sessions kept for the whole run, and the judging of each case."""
+
+    def __init__(self, suite: Suite):
+        self.suite = suite
+        self.open: dict[str, _Session] = {}
+        self.unavailable: dict[str, str] = {}
+        self.identities: dict[str, dict | str] = {}
+
+    def identity(self, runner: Runner) -> dict:
+        """The system's identity, asked once; RunnerUnavailable with the reason otherwise."""
+        key = f"{runner.config.name}@{runner.name}"
+        if key not in self.identities:
+            try:
+                self.identities[key] = runner.identity()
+            except RunnerUnavailable as exc:
+                self.identities[key] = str(exc)
+        found = self.identities[key]
+        if isinstance(found, str):
+            raise RunnerUnavailable(found)
+        return found
+
+    def record(self, instance: Instance, nodeid: str | None = None) -> Record:
+        case = instance.case
+        return Record(nodeid=nodeid or instance.id, config=instance.config.name, flavour=instance.flavour,
+                      runner=instance.runner.kind, system=instance.runner.name,
+                      column=f"{instance.config.name}@{instance.runner.name}", case=case.key, table=case.table,
+                      case_file=case.where, clause=case.clause, section=self.suite.clauses[case.clause].section,
+                      call=case.call, sources=[case.source])
+
+    def session(self, instance: Instance) -> _Session | str:
+        """The helper session for this instance, or a string saying why there is none."""
+        trace, scratch_kind = bool(instance.case.trace), instance.case.scratch
+        if scratch_kind == "large":
+            # Every session's directory is in the scratch root, which was chosen for large files.
+            _, _, why_not = scratch.scratch_root()
+            if why_not:
+                return f"unavailable: {why_not}"
+            scratch_kind = None
+        key = instance.group + ("/trace" if trace else "") + (f"/{scratch_kind}" if scratch_kind else "")
+        if key in self.unavailable:
+            return self.unavailable[key]
+        if key not in self.open:
+            self._close_other_guests(instance.group)
+            try:
+                self.open[key] = self._start(instance, key, trace, scratch_kind)
+            except (RunnerUnavailable, build.BuildError, scratch.ScratchUnavailable, SystemUnderTestError,
+                    ProtocolError) as exc:
+                self.unavailable[key] = f"unavailable: {exc}"
+                return self.unavailable[key]
+        return self.open[key]
+
+    def _start(self, instance: Instance, key: str, trace: bool, scratch_kind: str | None) -> _Session:
+        runner = instance.runner
+        self.identity(runner)
+        helper = runner.helper(instance.flavour)
+        runner.command(helper, Path("/"), trace)  # raises RunnerUnavailable early
+        session = HelperSession(lambda workdir: runner.command(helper, workdir, trace),
+                                scratch_kind=scratch_kind, console=runner.console)
+        session.label = key
+        # Detect support by running it (e.g. IA32 emulation may be off): never assume it.
+        try:
+            probe = session.request({"op": "probe", "id": "startup"})
+            properties = measure(instance.config, probe, runner.stated())
+        except ProtocolError as exc:
+            session.close()
+            raise ProtocolError(f"the helper does not run here: {exc}") from None
+        except (SystemUnderTestError, RunnerUnavailable):
+            session.close()
+            raise
+        return _Session(session, properties, probe, helper)
+
+    def _close_other_guests(self, group: str) -> None:
+        """An idle guest kernel still takes host CPU (the loongson-3 one spins a whole core),
+        so the guests of other groups are powered off when a group opens a session. Cases
+        come ordered by group (and by group to xdist workers): none needs them again, and
+        if one did, its guest would boot again."""
+        for key in [k for k, s in self.open.items() if s.helper.console is not None
+                    and k != group and not k.startswith(group + "/")]:
+            self.open.pop(key).helper.close()
+
+    def close(self) -> None:
+        for session in self.open.values():
+            session.helper.close()
+        self.open.clear()
+
+    def run(self, instance: Instance, nodeid: str | None = None) -> Record:
+        """Run one case and return its verdict record; whatever goes wrong in the harness
+        is a record too, an error with the reason, never a case without a verdict."""
+        record = self.record(instance, nodeid)
+        try:
+            self._run(instance, record)
+        except Exception as exc:   # noqa: BLE001 - the harness broke: say so in the record
+            record.outcome, record.reason = Outcome.ERROR, f"the harness broke: {type(exc).__name__}: {exc}"
+        return record
+
+    def _run(self, instance: Instance, record: Record) -> None:
+        if instance.not_applicable:
+            record.outcome, record.reason = Outcome.NA, instance.not_applicable
+            return
+        runner = instance.runner
+        try:
+            identity = self.identity(runner)
+            record.identity, record.runner_version = identity, identity.get("version")
+        except RunnerUnavailable:
+            pass
+        session = self.session(instance)
+        if isinstance(session, str):
+            asked = runner.asked or self.suite.require_all
+            record.outcome = Outcome.ERROR if asked else Outcome.SKIPPED
+            record.reason = session + (" (asked for by name)" if runner.asked else
+                                       " (--require-all)" if self.suite.require_all else "")
+            return
+        record.properties = session.properties.as_dict()
+        try:
+            self._judge(instance, session, record)
+        except (cases.CaseError, oracle.OracleError, knownissues.KnownIssueError) as exc:
+            record.outcome, record.reason = Outcome.ERROR, f"the suite's data: {exc}"
+
+    def _judge(self, instance: Instance, session: _Session, record: Record) -> None:
+        config, case, properties = instance.config, instance.case, session.properties
+        unit = config.unit_bytes(properties.page_size) if config.has_mmap2 else 4096
+        request = case.concrete_inputs(properties.page_size, unit)
+        record.request = request
+        line = json.dumps(request, separators=(",", ":"))
+        record.reproducer = instance.runner.reproducer(session.binary, line, case.scratch, bool(case.trace))
+        helper = session.helper
+        mark = helper.stderr_size()
+        started = time.perf_counter()
+        try:
+            answer = helper.request(request)
+        except ProtocolError as exc:
+            record.outcome, record.reason = Outcome.ERROR, f"protocol: {exc}"
+            return
+        record.exchange_ms = round((time.perf_counter() - started) * 1000, 3)
+        # Which process answered: the benchmark counts distinct values to count process starts.
+        record.helper_process = f"{os.getpid()}:{helper.label}:{helper.starts}"
+        if case.op == "probe":
+            clause, expected, observed, sources, problems = oracle.judge_probe(config, properties, case, answer)
+        else:
+            expectation = oracle.expect_call(config, properties, case, request)
+            clause, expected, sources = expectation.clause, expectation.describe(), expectation.sources
+            observed, problems = oracle.judge_call(config, properties.page_size, case, request, answer, expectation)
+        if case.trace:
+            # Waiting for a line that must not come would only cost time: wait for none then.
+            until = oracle.traced_maps if case.trace is True else (lambda text: True)
+            trace = helper.stderr_since(mark, until=until)
+            traced_expected, traced, trace_problems = oracle.judge_trace(
+                config, properties.page_size, request, trace, instance.runner.tracer, case.trace)
+            if case.trace is True:   # the row checks which system call the wrapper made
+                clause, sources = "mmap2.VERSIONS.glibc-wrapper", [oracle.MAN_GLIBC_WRAPPER, *sources]
+            expected, observed = {**expected, **traced_expected}, {**observed, **traced}
+            problems += trace_problems
+        record.clause, record.section = clause, self.suite.clauses[clause].section
+        record.expected, record.observed, record.sources = expected, observed, sources
+        self._verdict(instance, properties, request, unit, observed, problems, record)
+
+    def _verdict(self, instance, properties, request, unit, observed, problems, record) -> None:
+        issue = knownissues.find_issue(self.suite.known_issues, instance.case.key, instance.config.name,
+                                       instance.flavour, properties)
+        harness = bool(observed.get("setup_error"))
+        if issue is None:
+            record.outcome = Outcome.ERROR if harness else Outcome.FAILED if problems else Outcome.PASSED
+            record.reason = "; ".join(problems) or None
+            return
+        record.known_issue, record.known_issue_kind = issue.id, issue.kind
+        if not problems:
+            record.outcome = Outcome.XPASSED
+            record.reason = f"XPASS(strict) {issue.reason()}"
+            return
+        offset = request.get("offset", 0)
+        names = {"offset": offset, "page": properties.page_size, "unit": unit,
+                 "byte_offset": offset * unit if instance.case.call == "mmap2" else offset}
+        changed = issue.symptom_problem(observed, names)
+        if changed:
+            record.outcome = Outcome.ERROR if harness else Outcome.FAILED
+            record.reason = f"the symptom changed: {changed}; " + "; ".join(problems)
+            return
+        record.outcome, record.reason = Outcome.XFAILED, issue.reason()

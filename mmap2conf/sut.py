@@ -1,0 +1,157 @@
+"""The system under test: what it is, measured from it and checked against data.
+
+A runner states what it knows without running anything (its kind, the qemu
+binary and release, the kernel image); the probe of a helper session measures
+the rest (the page size in force, the kernel's release and machine). Case rows
+and known issues key their answers by these properties, never by a runner's
+name, so a system nobody here has seen gets the right expectations.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .model import ARCHES_DIR, Config, Fact, ModelError
+
+UNAME_TABLE = ARCHES_DIR / "kernel" / "uname.toml"
+# The properties a row's expectation or a known issue's `where` may name, with the
+# values each may take (checked when the tables load).
+PROPERTIES = {"kernel_bits": (32, 64), "emulator": ("qemu-user", "none"), "page_size": None}
+
+
+class SystemUnderTestError(Exception):
+    """The system under test answered something the ABI's data rules out."""
+
+
+@dataclass(frozen=True)
+class Properties:
+    page_size: int
+    kernel_bits: int
+    kernel_release: str | None     # uname -r of the kernel that answers (the host's under qemu-user)
+    kernel_version: str | None     # a PEP 440 version of it (kernel_version())
+    machine: str | None            # uname -m
+    emulator: str                  # "qemu-user" where qemu linux-user answers the calls, else "none"
+    emulator_version: str | None
+    sources: dict                  # where each property comes from
+
+    def value(self, name: str):
+        return getattr(self, name)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@lru_cache(maxsize=None)
+def uname_machines(path: Path = UNAME_TABLE) -> dict[str, Fact]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    table = data.get("machines")
+    if not isinstance(table, dict) or set(data) != {"machines"}:
+        raise ModelError(f"{path}: expected one [machines] table")
+    machines = {}
+    for name, fact in table.items():
+        if (not isinstance(fact, dict) or set(fact) != {"value", "source"} or fact["value"] not in (32, 64)
+                or not isinstance(fact["source"], str) or not fact["source"].strip()):
+            raise ModelError(f"{path}: [machines] {name}: expected {{ value = 32 or 64, source = \"...\" }}")
+        machines[name] = Fact(fact["value"], fact["source"])
+    return machines
+
+
+def kernel_bits_of(machine: str) -> Fact:
+    machines = uname_machines()
+    if machine not in machines:
+        raise SystemUnderTestError(f"the kernel's uname machine {machine!r} is not in {UNAME_TABLE.relative_to(ARCHES_DIR.parent)}"
+                           f" (known: {', '.join(sorted(machines))}); add it with its word size and source")
+    return machines[machine]
+
+
+_DEBIAN = re.compile(r"\bDebian (\d+\.\d+(?:\.\d+)?)")
+_RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:-rc(\d+))?")
+
+
+def kernel_version(release: str, uname_version: str | None = None) -> str:
+    """A PEP 440 version for a kernel release, for known-issue ranges.
+
+    The upstream release it is built from (Debian's uname -v names it: "Debian
+    6.1.176-1"; else the release's own numbers, "-rcN" as a pre-release), with the
+    whole uname release as the local label: 6.1.176+6.1.0.50.686, 6.13.0rc1+6.13.0.rc1,
+    7.2.13+7.2.13.deb14.armmp."""
+    match = _RELEASE.match(release)
+    if not match:
+        raise SystemUnderTestError(f"kernel release {release!r} does not start with a version number")
+    major, minor, patch, rc = match.groups()
+    # The last "Debian X.Y.Z" is the kernel package's (a banner names the compiler's first).
+    debian = _DEBIAN.findall(uname_version or "")
+    numbers = debian[-1] if debian else f"{major}.{minor}.{patch or 0}"
+    local = re.sub(r"[^A-Za-z0-9]+", ".", release).strip(".")
+    text = f"{numbers}{f'rc{rc}' if rc and not debian else ''}+{local}"
+    from packaging.version import InvalidVersion, Version   # late: the bootstrap runs without it
+    try:
+        return str(Version(text))
+    except InvalidVersion as exc:   # cannot happen for the forms above; say so if it does
+        raise SystemUnderTestError(f"kernel release {release!r}: {exc}") from None
+
+
+def qemu_version(version_output: str) -> str:
+    """The release in `qemu-<arch> --version`: "version 7.2.22 (Debian ...)" -> 7.2.22; a
+    build tree's "version 10.1.50 (v10.1.0-1234-gabcdef)" -> 10.1.50."""
+    match = re.search(r"version (\d+\.\d+(?:\.\d+)?)", version_output)
+    if not match:
+        raise SystemUnderTestError(f"no version in {version_output.strip()[:200]!r}")
+    return match.group(1)
+
+
+def measure(config: Config, probe: dict, stated: dict) -> Properties:
+    """The properties of a system from its probe answer and what its runner states.
+
+    ``stated`` may fix kernel_bits (qemu-user: the host kernel's), emulator and
+    emulator_version. A page size the ABI's kernels cannot have is an error about the
+    system, not a reason to judge it by the wrong page."""
+    page = probe.get("auxv_pagesz")
+    if not isinstance(page, int) or isinstance(page, bool):
+        raise SystemUnderTestError(f"the probe reported no page size (AT_PAGESZ): {page!r}")
+    if page not in config.page_sizes.value:
+        raise SystemUnderTestError(f"the system reports a page of {page} bytes, which {config.name} kernels cannot have "
+                           f"(page_sizes {config.page_sizes.value}: {config.page_sizes.source})")
+    uname = probe.get("uname") or {}
+    machine, release = uname.get("machine"), uname.get("release")
+    sources = {"page_size": "measured: AT_PAGESZ of the helper's auxiliary vector"}
+    if "kernel_bits" in stated:
+        bits = stated["kernel_bits"]
+        sources["kernel_bits"] = stated["kernel_bits_source"]
+    else:
+        if not machine:
+            raise SystemUnderTestError("the probe reported no uname machine, so the kernel's word size is unknown")
+        fact = kernel_bits_of(machine)
+        bits = fact.value
+        sources["kernel_bits"] = f"measured: uname -m {machine!r}; {fact.source}"
+    version = kernel_version(release, uname.get("version")) if release else None
+    if release:
+        sources["kernel_release"] = "measured: uname -r of the helper"
+    return Properties(page_size=page, kernel_bits=bits, kernel_release=release, kernel_version=version,
+                      machine=machine, emulator=stated.get("emulator", "none"),
+                      emulator_version=stated.get("emulator_version"), sources=sources)
+
+
+def condition_holds(condition: str, properties: Properties) -> bool:
+    """``name=value`` over the properties (cases' expect keys, known issues' where)."""
+    name, _, value = condition.partition("=")
+    return str(properties.value(name)) == value
+
+
+def check_condition(condition: str) -> str | None:
+    """Why ``condition`` is not a valid ``name=value`` over PROPERTIES, or None."""
+    name, equals, value = condition.partition("=")
+    if not equals or name not in PROPERTIES:
+        return f"{condition!r} is not NAME=VALUE with NAME one of {', '.join(PROPERTIES)}"
+    allowed = PROPERTIES[name]
+    if allowed is None:
+        return None if value.isdigit() else f"{condition!r}: {name} takes a whole number"
+    if value not in [str(v) for v in allowed]:
+        return f"{condition!r}: {name} is one of {', '.join(map(str, allowed))}"
+    return None
