@@ -124,7 +124,7 @@ def test_a_signalled_pytest_run_leaves_nothing_behind(scratch_root, tmp_path, st
     assert not any(alive(p) for p in logged_pids(log))
     if signum == signal.SIGINT:                     # pytest's own interrupt: its clean-up ran, the JSON too
         no_traceback(stderr)
-        assert report.exists() and records(report)
+        assert records(report) and json.loads(report.read_text())["status"] == "interrupted"
 
 
 def test_ctrl_c_on_the_run_command_reaches_pytest_once_and_the_reports_are_published(
@@ -138,7 +138,8 @@ def test_ctrl_c_on_the_run_command_reaches_pytest_once_and_the_reports_are_publi
     no_traceback(stdout, stderr)
     assert process.returncode == 2                  # pytest's "interrupted"
     assert "interrupted by SIGINT" in stderr
-    assert (reports / "conformance.json").exists() and "reports:" in stdout
+    assert json.loads((reports / "conformance.json").read_text())["status"] == "interrupted"
+    assert f"reports in {reports}: conformance.json" in stdout
     assert [p.name for p in reports.iterdir() if p.name.startswith(".")] == []
     assert_nothing_left(scratch_root, tag_of(process.pid))
     assert not any(alive(p) for p in logged_pids(log))
