@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 JOBS ?= 0
 REPORTS := reports
 
-.PHONY: bootstrap conformance check unit bench clean
+.PHONY: bootstrap conformance check unit faults bench clean
 
 bootstrap:
 	$(PYTHON) -m mmap2conf.bootstrap
@@ -18,14 +18,16 @@ bootstrap:
 conformance: bootstrap
 	$(PY) -m mmap2conf run --jobs $(JOBS) --reports $(REPORTS) -- $(ARGS)
 
-# The harness's own tests first, then the full conformance run in strict mode (a
-# configuration that cannot run here is a failure, not a skip) with its KTAP, KCIDB
+# The harness's own tests first, then the fault-injection tests (real faults, each with
+# its named outcome and nothing left behind), then the full conformance run in strict
+# mode (a configuration that cannot run here is a failure, not a skip) with its KTAP, KCIDB
 # and LAVA forms read back by the kernel's KTAP parser, kcidb-io and LAVA's helper,
 # then one tox environment as the README documents it (or1k: one flavour, cheap), then
 # the ssh runner against a local OpenSSH server (compared case by case with the native runner),
 # then the suite in its container image, inside and through the docker runner.
 check: bootstrap
 	$(PY) -m pytest tests/unit -p no:cacheprovider -q
+	$(PY) -m pytest tests/faults -p no:cacheprovider -q
 	$(PY) -m mmap2conf run --require-all --jobs $(JOBS) --reports $(REPORTS)/check \
 		--ktap $(REPORTS)/check/conformance.ktap -- -q
 	$(PY) -m mmap2conf kcidb $(REPORTS)/check/conformance.json -o $(REPORTS)/check/conformance.kcidb.json
@@ -37,6 +39,9 @@ check: bootstrap
 
 unit: bootstrap
 	$(PY) -m pytest tests/unit -p no:cacheprovider -q
+
+faults: bootstrap
+	$(PY) -m pytest tests/faults -p no:cacheprovider -q
 
 bench: bootstrap
 	$(PY) bench/bench_matrix.py

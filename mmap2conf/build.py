@@ -3,7 +3,11 @@
 A helper is cached under a key made of the sources, the command line and the
 compiler's version, so changing any of them rebuilds it and nothing else.
 Builds take a file lock and publish with an atomic rename, so pytest-xdist
-workers that need the same helper build it once.
+workers that need the same helper build it once. A build that was interrupted
+(its process killed) leaves a ``.partial`` file: the next build of the same
+configuration and flavour removes it, under the same lock (so never one that a
+live build is writing). The compiler runs through procs.run: in a process group
+of its own, killed as a whole at the timeout or when the build is interrupted.
 
 A flavour's compiler is a command from arches/ (``cc``), which may be a recipe:
 words in braces are filled in here (RECIPE_VALUES), so that, say, zig from the
@@ -26,6 +30,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from . import procs
 from .model import HELPERS_DIR, RECIPE_WORDS, REPO, Config, ModelError
 from .verify import verify_helper
 
@@ -101,8 +106,7 @@ def compiler_version(cc: str) -> str:
     if shutil.which(command[0]) is None:
         raise BuildError(f"compiler {command[0]} not found on PATH (run `make bootstrap`)")
     try:
-        result = subprocess.run([*command, "--version"], capture_output=True, text=True,
-                                timeout=60, env=build_environment())
+        result = procs.run([*command, "--version"], timeout=60, env=build_environment())
     except subprocess.TimeoutExpired:
         raise BuildError(f"{shlex.join(command)} --version did not answer in 60 s") from None
     if result.returncode != 0 or not result.stdout.strip():
@@ -131,23 +135,36 @@ def helper_path(config: Config, flavour: str) -> Path:
     target = CACHE_DIR / f"{config.name}-{flavour}-{key}"
     with open(CACHE_DIR / f".{config.name}-{flavour}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        remove_partials(config.name, flavour)
         if not target.exists():
             partial = target.with_suffix(".partial")
             command = compile_command(config, flavour, partial)
             try:
-                result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
-                                        env=build_environment())
-            except subprocess.TimeoutExpired:
+                try:
+                    result = procs.run(command, timeout=BUILD_TIMEOUT, env=build_environment())
+                except subprocess.TimeoutExpired:
+                    raise BuildError(f"building the {flavour} helper for {config.name} took more than "
+                                     f"{BUILD_TIMEOUT} s: $ {' '.join(command)}") from None
+                if result.returncode != 0:
+                    raise BuildError(f"building the {flavour} helper for {config.name} failed:\n"
+                                     f"$ {' '.join(command)}\n{result.stderr}")
+                verify_helper(partial, config)
+                os.replace(partial, target)
+            finally:
                 partial.unlink(missing_ok=True)
-                raise BuildError(f"building the {flavour} helper for {config.name} took more than "
-                                 f"{BUILD_TIMEOUT} s: $ {' '.join(command)}") from None
-            if result.returncode != 0:
-                partial.unlink(missing_ok=True)
-                raise BuildError(f"building the {flavour} helper for {config.name} failed:\n"
-                                 f"$ {' '.join(command)}\n{result.stderr}")
-            verify_helper(partial, config)
-            os.replace(partial, target)
     return target
+
+
+def remove_partials(config_name: str, flavour: str) -> list[Path]:
+    """Remove what interrupted builds of this configuration and flavour left. Call it only
+    holding their lock: a live build of theirs would hold it."""
+    name = re.compile(rf"{re.escape(config_name)}-{re.escape(flavour)}-[0-9a-f]{{16}}\.partial")
+    removed = []
+    for path in CACHE_DIR.glob(f"{config_name}-{flavour}-*.partial"):
+        if name.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def main(argv: list[str] | None = None) -> int:

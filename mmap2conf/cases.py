@@ -10,11 +10,13 @@ from __future__ import annotations
 import ast
 import operator
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import tomlcheck
 from .model import FLAVOURS, LIBC_FLAVOURS, REPO, ROW_FACTS
+from .report import SECTIONS
+from .tomlcheck import STR, Field
 
 CASES_DIR = REPO / "tests" / "cases"
 CLAUSES_FILE = REPO / "tests" / "clauses.toml"
@@ -35,6 +37,19 @@ STR_INPUTS = {"prot": None, "flags": None, "addr_from": ("premap",),
               "fd": ("none", "file", "closed", "bad", "devzero", "pipe", "dir"), "open": None}
 LIST_INPUTS = ("markers", "reads")
 MAX_READS = 16
+MAX_MARKERS = 4096       # the helper's longest array (PROTOCOL.md, protocol errors)
+# Integers the helper protocol takes: non-negative, up to 2^64-1 (PROTOCOL.md, Input).
+MAX_VALUE = (1 << 64) - 1
+# Expressions: bounded, so that no row can make the loader compute for ever
+# (7 ** 7 ** 10): every intermediate value within +-2^128, shifts and exponents
+# at most 128, the text at most 200 characters.
+MAX_INTERMEDIATE = 1 << 128
+MAX_EXPONENT = 128
+MAX_EXPRESSION = 200
+# The page sizes (and mmap2 units) every row is evaluated for when the tables load, so
+# that a row that is wrong for some system (negative, above 2^64-1) fails at load: the
+# page sizes of arches/ (4 KiB; 8 KiB or1k, sparc; 16 KiB loongson-3; 64 KiB hexagon).
+LOAD_PAGES = (4096, 8192, 16384, 65536)
 META = ("id", "clause", "call", "op", "check", "expect", "source", "trace", "requires", "scratch", "flavours")
 SCRATCH = ("noexec", "large")
 PROT_TOKENS = {"NONE", "READ", "WRITE", "EXEC", "SEM"}
@@ -124,14 +139,18 @@ class Case:
                 # One process only: qemu -strace would interleave a child's lines with the parent's.
                 request["fork"] = 0
             if request.get("fd") in ("file", "closed"):
-                self._file_defaults(request, unit)
+                self._file_defaults(request, page, unit)
         return {"op": self.op, "id": self.key, **request}
 
-    def _file_defaults(self, request: dict, unit: int) -> None:
+    def _file_defaults(self, request: dict, page: int, unit: int) -> None:
         """Size the file to cover the mapping, mark every 4096-byte block the mapping
         covers, and read each of them back, unless the row says otherwise."""
         byte_offset = request.get("offset", 0) * (unit if self.call == "mmap2" else 1)
         first, count = byte_offset // 4096, -(-request["len"] // 4096)
+        if "markers" not in request and min(count, request.get("file_blocks", count)) > MAX_MARKERS:
+            raise CaseError(f"{self.where}: the mapping covers {count} blocks of the file, more than the "
+                            f"{MAX_MARKERS} markers the helper takes: give markers = [...] (for page = "
+                            f"{page}, unit = {unit})")
         # Past 4 GiB, also mark where a 32-bit truncation of the offset would land, so
         # that a wrong mapping can be reported with the offset it really mapped.
         truncated = (byte_offset % (1 << 32)) // 4096 if byte_offset >= 1 << 32 else None
@@ -141,51 +160,102 @@ class Case:
         request.setdefault("reads", [i * 4096 for i in range(min(count, MAX_READS))])
 
 
+def _pow(base: int, exponent: int) -> int:
+    if exponent < 0:
+        raise ValueError(f"negative exponent {exponent}")
+    if abs(base) > 1 and (exponent > MAX_EXPONENT or abs(base).bit_length() * exponent > 2 * MAX_EXPONENT):
+        raise ValueError(f"{base} ** {exponent} is too large (values are at most 2^64-1)")
+    return base ** exponent
+
+
+def _lshift(value: int, count: int) -> int:
+    if not 0 <= count <= MAX_EXPONENT:
+        raise ValueError(f"shift by {count} (at most {MAX_EXPONENT})")
+    return value << count
+
+
+def _floordiv(left: int, right: int) -> int:
+    if right == 0:
+        raise ValueError("division by zero")
+    return left // right
+
+
+def _mod(left: int, right: int) -> int:
+    if right == 0:
+        raise ValueError("modulo by zero")
+    return left % right
+
+
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-              ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow, ast.LShift: operator.lshift}
+              ast.FloorDiv: _floordiv, ast.Mod: _mod, ast.Pow: _pow, ast.LShift: _lshift}
 
 
 def evaluate(value, names: dict, where: str) -> int:
-    """Evaluate an integer or a small arithmetic expression over ``names`` (``page``, ``unit``)."""
-    if isinstance(value, int):
-        return value
+    """Evaluate an integer or a small arithmetic expression over ``names`` (``page``,
+    ``unit``): an integer from 0 to 2^64-1, else a CaseError naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise CaseError(f"{where}: {value!r} is not an integer or an expression")
 
     def walk(node):
         if isinstance(node, ast.Expression):
             return walk(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.Name) and node.id in names:
-            return names[node.id]
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-            return _OPERATORS[type(node.op)](walk(node.left), walk(node.right))
-        raise ValueError(f"unsupported element {ast.dump(node)}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+            result = node.value
+        elif isinstance(node, ast.Name) and node.id in names:
+            result = names[node.id]
+        elif isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            result = _OPERATORS[type(node.op)](walk(node.left), walk(node.right))
+        else:
+            raise ValueError(f"unsupported element {ast.dump(node)[:80]}")
+        if abs(result) > MAX_INTERMEDIATE:
+            raise ValueError("an intermediate value is out of range (values are at most 2^64-1)")
+        return result
 
-    try:
-        result = walk(ast.parse(value, mode="eval"))
-    except (SyntaxError, ValueError) as exc:
-        raise CaseError(f"{where}: bad expression {value!r}: {exc}") from None
+    if isinstance(value, int):
+        result = value
+    elif len(value) > MAX_EXPRESSION:
+        raise CaseError(f"{where}: expression of {len(value)} characters (at most {MAX_EXPRESSION})")
+    else:
+        try:
+            result = walk(ast.parse(value, mode="eval"))
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            raise CaseError(f"{where}: bad expression {value!r}: {exc}") from None
+    shown = f"expression {value!r}" if isinstance(value, str) else f"value {value}"
     if result < 0:
-        raise CaseError(f"{where}: expression {value!r} is negative")
+        raise CaseError(f"{where}: {shown} is negative" + (f" ({result})" if isinstance(value, str) else ""))
+    if result > MAX_VALUE:
+        raise CaseError(f"{where}: {shown} is {result:#x}, above 2^64-1 (the largest integer of the helper "
+                        f"protocol)")
     return result
 
 
+CLAUSE_FIELDS = [Field("id", STR), Field("section", STR, choices=SECTIONS), Field("page", STR), Field("text", STR)]
+
+
 def load_clauses(path: Path = CLAUSES_FILE) -> dict[str, Clause]:
-    data = tomllib.loads(path.read_text())
+    document = tomlcheck.load(path, CaseError)
+    unknown = [k for k in document.data if k != "clause"]
+    if unknown:
+        raise CaseError(f"{tomlcheck.shown(path)}: unknown top-level key {unknown[0]!r} (the file holds "
+                        f"[[clause]] records)")
     clauses = {}
-    for row in data["clause"]:
-        clause = Clause(**row)
+    for record in document.records("clause"):
+        tomlcheck.check_fields(record, CLAUSE_FIELDS)
+        clause = Clause(**record.data)
         if clause.id in clauses:
-            raise CaseError(f"{path}: clause {clause.id!r} defined twice")
+            raise CaseError(f"{record.where('id')}: clause {clause.id!r} defined twice")
         clauses[clause.id] = clause
     return clauses
 
 
-def _line_of(text: str, case_id, occurrence: int = 0) -> int:
-    matches = list(re.finditer(rf'\bid\s*=\s*"{re.escape(str(case_id))}"', text))
-    if len(matches) <= occurrence:
-        return 0
-    return text[:matches[occurrence].start()].count("\n") + 1
+# The types of a row's own keys (its inputs are checked by _check_row itself).
+META_FIELDS = {"id": tomlcheck.STR, "clause": tomlcheck.STR, "call": tomlcheck.STR, "op": tomlcheck.STR,
+               "check": tomlcheck.STR, "source": tomlcheck.STR, "requires": tomlcheck.STR,
+               "scratch": tomlcheck.STR,
+               "expect": tomlcheck.one_of(tomlcheck.STR, tomlcheck.Kind(
+                   "a table of conditions (or default) to strings",
+                   lambda v: isinstance(v, dict) and v != {} and all(isinstance(x, str) for x in v.values()))),
+               "trace": tomlcheck.one_of(tomlcheck.BOOL, tomlcheck.Kind('"no-syscall"', lambda v: v == "no-syscall"))}
 
 
 def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
@@ -196,6 +266,9 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
     for key in ("id", "clause", "expect", "source"):
         if key not in row:
             raise CaseError(f"{where}: missing {key!r}")
+    for key, kind in META_FIELDS.items():
+        if key in row and not kind.test(row[key]):
+            raise CaseError(f"{where}: {key} must be {kind.name}, not {row[key]!r}"[:300])
     if not re.fullmatch(r"[a-z0-9][a-z0-9.=+_-]*", row["id"]):
         raise CaseError(f"{where}: id {row['id']!r} must be lower-case words joined by - . = + _")
     if row["clause"] not in clauses:
@@ -259,15 +332,30 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
     for key in INT_INPUTS:
         value = row.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise CaseError(f"{where}: {key} must be an integer or an expression")
-        evaluate(value, {"page": 4096, "unit": 4096}, where)
+            raise CaseError(f"{where}: {key} must be an integer or an expression, not {value!r}"[:300])
+        _evaluate_for_every_page(value, f"{where}: {key}")
     for key in LIST_INPUTS:
         if key not in row:
             continue
         if not isinstance(row[key], list) or any(isinstance(v, bool) or not isinstance(v, (int, str)) for v in row[key]):
             raise CaseError(f"{where}: {key} must be a list of integers or expressions")
+        if len(row[key]) > MAX_MARKERS:
+            raise CaseError(f"{where}: {key} has {len(row[key])} entries (the helper takes at most {MAX_MARKERS})")
         for item in row[key]:
-            evaluate(item, {"page": 4096, "unit": 4096}, where)
+            _evaluate_for_every_page(item, f"{where}: {key}")
+
+
+def _load_systems():
+    """(page, unit) pairs every row is checked for at load."""
+    return [(page, unit) for page in LOAD_PAGES for unit in sorted({4096, page})]
+
+
+def _evaluate_for_every_page(value, where: str) -> None:
+    for page, unit in _load_systems():
+        try:
+            evaluate(value, {"page": page, "unit": unit}, where)
+        except CaseError as exc:
+            raise CaseError(f"{exc} (for page = {page}, unit = {unit})" if isinstance(value, str) else str(exc)) from None
 
 
 def _check_file_call(row: dict, where: str) -> None:
@@ -301,22 +389,22 @@ def _check_flavours(row: dict, where: str) -> None:
 
 
 def load_table(path: Path, clauses: dict) -> list[Case]:
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CaseError(f"{path}: {exc}") from None
+    document = tomlcheck.load(path, CaseError)
+    data = document.data
     defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise CaseError(f"{path}:{document.header_line('defaults', 0)}: defaults must be a table [defaults]")
     unknown = set(data) - {"defaults", "case"}
     if unknown:
         raise CaseError(f"{path}: unknown top-level key {sorted(unknown)[0]!r} (tables hold [defaults] and [[case]])")
     cases, seen = [], set()
-    for own in data.get("case", []):
+    for record in document.records("case", required=False):
+        own = record.data
         row = {**defaults, **own}   # a row's own keys override the table's defaults
-        line = _line_of(text, row.get("id"))
+        line = record.line_of("id")
         _check_row(row, path, line, clauses)
         if row["id"] in seen:
-            raise CaseError(f"{path}:{_line_of(text, row['id'], 1)}: duplicate id {row['id']!r}")
+            raise CaseError(f"{path}:{line}: duplicate id {row['id']!r}")
         seen.add(row["id"])
         inputs = {k: v for k, v in row.items() if k not in META}
         cases.append(Case(table=path.stem, id=row["id"], path=path, line=line, clause=row["clause"],
@@ -325,6 +413,9 @@ def load_table(path: Path, clauses: dict) -> list[Case]:
                           trace=row.get("trace", False), requires=row.get("requires"),
                           scratch=row.get("scratch"),
                           flavours=tuple(row["flavours"]) if "flavours" in row else None))
+        if cases[-1].op == "call":
+            for page, unit in _load_systems():   # the request every system would be sent
+                cases[-1].concrete_inputs(page, unit)
     if not cases:
         raise CaseError(f"{path}: no [[case]] rows")
     return cases

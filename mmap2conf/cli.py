@@ -17,22 +17,46 @@ Its exit status (report.exit_status): 0 conformant (every case passed, is n.a. o
 a known issue), 1 nonconformant (an unexpected failure or pass), 2 interrupted,
 4 usage error, 6 could not run what was asked. `ktap`, `kcidb` and `lava` convert a
 JSON report into what kernel CI systems read; without -o they print.
+
+The reports are written in a directory of the run's own and published when it
+ends: the report files of an earlier run that this run did not write are removed,
+never left to look current. An interrupt (Ctrl-C, SIGTERM, SIGHUP) is passed to
+pytest once, as SIGINT, and the run waits for pytest's own clean-up (its records
+so far, status "interrupted"); a second one kills it.
+
+The commands that read a report (`compare`, `html`, `ktap`, `kcidb`, `lava`) and
+`screenshot` end with one line on stderr and a status of their own when they
+cannot do their job: EXIT_NO_INPUT a file that cannot be read, EXIT_BAD_REPORT not
+a JSON report of this schema, EXIT_BAD_DATA this checkout's data files are
+malformed, EXIT_CANNOT_WRITE an output that cannot be written.
 """
 from __future__ import annotations
 
 import argparse
 import base64
-import json
+import os
+import re
 import shutil
-import subprocess
+import signal
 import sys
+import tempfile
 from pathlib import Path
 
-from .cases import load_clauses
+from . import procs
+from .cases import CaseError, load_clauses
 from .htmlreport import write_html
-from .knownissues import load_known_issues
+from .knownissues import KnownIssueError, load_known_issues
 from .ktap import write_ktap
 from .model import REPO
+from .report import ReportError, load_report
+
+# sysexits.h: distinct from the run's own statuses (report.exit_status: 0 to 6).
+EXIT_BAD_REPORT = 65     # EX_DATAERR: not a JSON report of this schema
+EXIT_NO_INPUT = 66       # EX_NOINPUT: a file that cannot be read
+EXIT_CANNOT_WRITE = 73   # EX_CANTCREAT: an output that cannot be written
+EXIT_BAD_DATA = 78       # EX_CONFIG: this checkout's data files are malformed
+REPORT_FILES = ("conformance.json", "conformance.xml", "conformance.html", "conformance.png")
+STAGING = re.compile(rf"\.run-({procs.TAG})$")
 
 BROWSER_TIMEOUT = 120
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -40,12 +64,21 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--hide-scrollbars")
 
 
+class Failure(Exception):
+    """A command's clear end: a one-line message and its exit status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 def run(args: argparse.Namespace) -> int:
     reports = Path(args.reports)
-    json_path, html_path = reports / "conformance.json", reports / "conformance.html"
+    staging = _staging(reports)
+    json_path, html_path = staging / "conformance.json", staging / "conformance.html"
     command = [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_conformance.py"),
                "-p", "no:cacheprovider", "-n", str(args.jobs),
-               "--conformance-json", str(json_path), "--junitxml", str(reports / "conformance.xml")]
+               "--conformance-json", str(json_path), "--junitxml", str(staging / "conformance.xml")]
     for option in ("arch", "libc", "runner", "machine", "ssh_identity", "ssh_known_hosts"):
         if getattr(args, option):
             command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
@@ -54,18 +87,84 @@ def run(args: argparse.Namespace) -> int:
             command += [f"--{option.replace('_', '-')}", value]
     if args.require_all:
         command.append("--require-all")
-    status = subprocess.run(command + args.pytest_args, cwd=REPO).returncode
-    if json_path.exists():
-        write_html(json_path, html_path, load_clauses(), {i.id: i for i in load_known_issues()})
-        print(f"reports in {reports}: conformance.json, conformance.xml, conformance.html")
-        if args.ktap:
-            write_ktap(json_path, Path(args.ktap), known_issue_titles())
-            print(f"KTAP: {args.ktap}")
-        if screenshot_tools():
-            screenshot(html_path, reports / "conformance.png")
-            print(f"screenshot: {reports / 'conformance.png'}")
+    try:
+        status = _run_pytest(command + args.pytest_args)
+        if json_path.exists():
+            write_html(json_path, html_path, load_clauses(), {i.id: i for i in load_known_issues()})
+            if args.ktap:
+                write_ktap(json_path, Path(args.ktap), known_issue_titles())
+                print(f"KTAP: {args.ktap}")
+            if screenshot_tools():
+                try:
+                    screenshot(html_path, staging / "conformance.png")
+                except Failure as exc:
+                    print(f"no screenshot: {exc}")
+            else:
+                print("no screenshot: it needs chromium and chromium-driver (make bootstrap installs them)")
+        published = _publish(staging, reports)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if published:
+        print(f"reports in {reports}: {', '.join(published)}")
+    else:
+        print(f"no reports: the run wrote none (earlier reports in {reports} were removed)")
+    return status
+
+
+def _staging(reports: Path) -> Path:
+    """This run's own directory for its reports, in ``reports``; those of runs that are
+    gone are removed."""
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+        for entry in reports.iterdir():
+            match = STAGING.fullmatch(entry.name)
+            if match and not procs.owner_alive(match.group(1)):
+                shutil.rmtree(entry, ignore_errors=True)
+        staging = reports / f".run-{procs.owner()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise Failure(f"--reports {reports}: cannot write there: {exc.strerror or exc}",
+                      EXIT_CANNOT_WRITE) from None
+    return staging
+
+
+def _publish(staging: Path, reports: Path) -> list[str]:
+    """Move this run's reports into place; remove the earlier run's that it did not write."""
+    published = []
+    for name in REPORT_FILES:
+        if (staging / name).exists():
+            os.replace(staging / name, reports / name)
+            published.append(name)
         else:
-            print("no screenshot: it needs chromium and chromium-driver (make bootstrap installs them)")
+            (reports / name).unlink(missing_ok=True)
+    return published
+
+
+def _run_pytest(command: list[str]) -> int:
+    """Run pytest in a process group of its own, so that a terminal's Ctrl-C reaches it
+    once, from here: the first SIGINT, SIGTERM or SIGHUP is passed on as SIGINT (pytest
+    then tears its sessions down and writes its reports); a second kills its group."""
+    process = procs.popen(command, cwd=REPO)
+    interrupts = []
+
+    def interrupt(signum, frame):
+        interrupts.append(signum)
+        try:
+            os.killpg(process.pid, signal.SIGINT if len(interrupts) == 1 else signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, interrupt) for signum in caught}
+    try:
+        procs.wait_exit(process, None)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        status = procs.end(process)
+    if interrupts:
+        print(f"interrupted by {signal.Signals(interrupts[0]).name}", file=sys.stderr)
     return status
 
 
@@ -99,32 +198,44 @@ def screenshot(html_path: Path, png_path: Path) -> None:
     headless Chromium through WebDriver, the viewport sized to the matrix, the region
     captured beyond the viewport (DevTools Page.captureScreenshot)."""
     from selenium import webdriver   # late: only the screenshot needs it
+    from selenium.common.exceptions import WebDriverException
 
     tools = screenshot_tools()
     if tools is None:
-        raise RuntimeError("a screenshot needs chromium and chromedriver (make bootstrap installs them)")
-    profile = png_path.parent / ".chromium-profile"
+        raise Failure("a screenshot needs chromium and chromedriver (make bootstrap installs them)", EXIT_NO_INPUT)
+    if not html_path.is_file():
+        raise Failure(f"{html_path}: no such file", EXIT_NO_INPUT)
+    # A profile of its own, named after its owner (the sweep removes it if the run dies):
+    # two runs sharing --reports never share one.
+    profile = Path(tempfile.mkdtemp(prefix=f"mmap2conf-chromium-{procs.owner()}-"))
     options = webdriver.ChromeOptions()
     options.binary_location = tools[0]
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile.resolve()}")
-    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=tools[1]))
     try:
-        browser.set_page_load_timeout(BROWSER_TIMEOUT)
-        browser.get(html_path.resolve().as_uri())
-        width, _, _ = browser.execute_script(SHOT_REGION)
-        # At the matrix's width the text around it reflows: measure the height there.
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                {"width": max(width, 800), "height": 800, "deviceScaleFactor": 1, "mobile": False})
-        width, top, bottom = browser.execute_script(SHOT_REGION)
-        shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": top, "width": max(width, 800), "height": bottom - top, "scale": 1}})
+        browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=tools[1]))
+        try:
+            browser.set_page_load_timeout(BROWSER_TIMEOUT)
+            browser.get(html_path.resolve().as_uri())
+            width, _, _ = browser.execute_script(SHOT_REGION)
+            # At the matrix's width the text around it reflows: measure the height there.
+            browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                    {"width": max(width, 800), "height": 800, "deviceScaleFactor": 1, "mobile": False})
+            width, top, bottom = browser.execute_script(SHOT_REGION)
+            shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": top, "width": max(width, 800), "height": bottom - top, "scale": 1}})
+        finally:
+            browser.quit()
         png_path.parent.mkdir(parents=True, exist_ok=True)
         png_path.write_bytes(base64.b64decode(shot["data"]))
+    except WebDriverException as exc:
+        raise Failure(f"chromium made no screenshot of {html_path}: {str(exc.msg or exc).strip().splitlines()[0]}",
+                      EXIT_CANNOT_WRITE) from None
+    except OSError as exc:
+        raise Failure(f"{png_path}: cannot be written: {exc.strerror or exc}", EXIT_CANNOT_WRITE) from None
     finally:
-        browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
 
 
@@ -132,12 +243,12 @@ def compare(old_path: Path, new_path: Path, ignore_runner: bool) -> list[tuple]:
     """(key, old outcome, new outcome, known issues) for every case whose outcome differs."""
     def index(path: Path) -> dict:
         records = {}
-        for record in json.loads(path.read_text())["records"]:
+        for record in load_report(path)["records"]:
             key = (record["config"], record["flavour"], *(() if ignore_runner else (record["system"],)),
                    record["case"])
             if key in records:
-                raise SystemExit(f"{path}: several records for {'/'.join(key)}; "
-                                 f"select one runner per configuration or drop --ignore-runner")
+                raise Failure(f"{path}: several records for {'/'.join(key)}; "
+                              f"select one runner per configuration or drop --ignore-runner", 2)
             records[key] = record
         return records
 
@@ -201,6 +312,20 @@ def main(argv: list[str] | None = None) -> int:
     lava_parser.add_argument("report", type=Path)
     lava_parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
     args = parser.parse_args(argv)
+    try:
+        return _command(args, parser)
+    except Failure as exc:
+        print(f"mmap2-conformance {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except ReportError as exc:
+        print(f"mmap2-conformance {args.command}: {exc}", file=sys.stderr)
+        return EXIT_NO_INPUT if exc.missing else EXIT_BAD_REPORT
+    except (CaseError, KnownIssueError) as exc:
+        print(f"mmap2-conformance {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_DATA
+
+
+def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.command == "run":
         return run(args)
@@ -213,8 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(rows)} case(s) differ")
         return 0
     if args.command == "html":
-        write_html(args.report, args.output, load_clauses(), {i.id: i for i in load_known_issues()})
+        try:
+            write_html(args.report, args.output, load_clauses(), {i.id: i for i in load_known_issues()})
+        except OSError as exc:
+            raise Failure(f"{args.output}: cannot be written: {exc.strerror or exc}", EXIT_CANNOT_WRITE) from None
         return 0
+    if args.command in ("ktap", "kcidb", "lava"):
+        load_report(args.report)      # a file that is not a report of this schema: one line
     if args.command == "ktap":
         _emit(write_ktap(args.report, args.output, known_issue_titles()), args.output)
         return 0

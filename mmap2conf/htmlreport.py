@@ -12,7 +12,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from .report import SECTIONS, cell_outcome, cell_text, column_verdict, differential
+from .report import SECTIONS, ReportError, cell_outcome, cell_text, column_verdict, differential, load_report
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -140,6 +140,12 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
 
 
 def write_html(json_path: Path, html_path: Path, clauses: dict, known_issues: dict) -> None:
-    document = json.loads(json_path.read_text())
+    """The HTML report of a JSON report (report.load_report: a ReportError if it is none,
+    or if it names clauses this checkout does not have)."""
+    document = load_report(json_path)
+    unknown = sorted({r["clause"] for r in document["records"]} - set(clauses))
+    if unknown:
+        raise ReportError(f"{json_path}: names clause {unknown[0]!r}, which tests/clauses.toml does not have "
+                          f"(a report of another version of the suite?)")
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(render(document, clauses, known_issues))

@@ -12,7 +12,6 @@ above all an error of the harness, stays a failure that says the symptom changed
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,16 +121,15 @@ def _lines(text: str) -> list[int]:
 
 def load_known_issues(path: Path = KNOWN_ISSUES_FILE) -> list[KnownIssue]:
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
-    try:
-        text = path.read_text()
-        data = tomllib.loads(text)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise KnownIssueError(f"{path}: {exc}") from None
+    from . import tomlcheck
+    document = tomlcheck.load(path, KnownIssueError)   # unreadable, or invalid TOML: file:line
+    text, data = document.text, document.data
     if set(data) - {"issue"}:
         raise KnownIssueError(f"{path}: unknown top-level key {sorted(set(data) - {'issue'})[0]!r}")
     lines = _lines(text)
     issues, seen = [], set()
-    for index, row in enumerate(data.get("issue", [])):
+    # Each [[issue]] must be a table (tomlcheck: a file:line error otherwise).
+    for index, row in enumerate(r.data for r in document.records("issue", required=False)):
         line = lines[index] if index < len(lines) else 0
         where = f"{path}:{line} ({row.get('id', '?')})"
 

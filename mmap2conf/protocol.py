@@ -1,17 +1,31 @@
 """The JSON-lines conversation with one helper process (helpers/PROTOCOL.md).
 
 A session owns one helper process and its scratch directory. Every exchange has
-a deadline, so a helper that hangs, dies or answers garbage is a clear error,
-never a stuck run. If the helper process itself dies, the next request starts a
-new one (the cases are independent: each runs in a forked child anyway).
+a deadline (MMAP2CONF_EXCHANGE_TIMEOUT seconds, 10 by default), so a helper that
+hangs, dies or answers garbage is a clear error, never a stuck run. If the helper
+process itself dies, the next request starts a new one (the cases are
+independent: each runs in a forked child anyway). The helper process runs in a
+process group of its own, under a parent-death signal (procs.py): killing it
+kills a wrapper's children too, and nothing outlives the run.
+
+Every request goes out with an id of its own, the caller's id and the session's
+sequence number ("errors/x#7"), and its answer is the line that carries that id.
+A line that is not that answer (not JSON, an answer for another id, the request
+echoed back) is stray: it is kept, reading goes on until the answer arrives, and
+the exchange then fails naming the stray lines. So stray output fails only the
+case whose exchange it fell into, and the session stays in step; only a missing
+answer (the deadline) or a dead helper costs the process.
 
 Most runners give the helper's own pipes, and every line on them is protocol.
 A kernel runner gives a guest's console instead (runners.Console): a tty that
 echoes each request, ends lines with "\r\n" and carries the kernel's own
-messages. There the session waits for the helper's ready line, drops "\r",
-skips the echo and keeps every line that is not a JSON object as console noise:
-the boot log (all the console printed before the ready line), and the latest
-noise, both shown in the error when the guest fails.
+messages. There the session waits for the helper's ready line
+(MMAP2CONF_BOOT_TIMEOUT overrides the runner's deadline), drops "\r", skips the
+echo and keeps every line that is not a JSON object as console noise: the boot
+log (all the console printed before the ready line), and the latest noise, both
+shown in the error when the guest fails. Terminal control sequences (a
+firmware's ESC c, colours) are removed from console text and every error
+message (printable()), so they reach neither a terminal nor the JSON report.
 
 A runner may also give a *preamble*: bytes written to the process's stdin right
 after each start, before the first request (the ssh runner sends the helper
@@ -23,41 +37,81 @@ connection and authentication); the requests' deadlines begin after it.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import selectors
 import subprocess
 import tempfile
 import time
 from collections import deque
-from pathlib import Path
 
-from . import scratch
+from . import procs, scratch
 from .runners import clean_environment
 
 EXCHANGE_TIMEOUT = 10.0
+ENV_EXCHANGE_TIMEOUT = "MMAP2CONF_EXCHANGE_TIMEOUT"
+ENV_BOOT_TIMEOUT = "MMAP2CONF_BOOT_TIMEOUT"
+MAX_TIMEOUT = 3600.0
 MAX_LINE = 1 << 20
 CONSOLE_TAIL = 40       # console lines an error shows
 CONSOLE_EXIT_TIMEOUT = 10.0   # for the guest to power off after EOF
 PREAMBLE_TIMEOUT = 60.0       # to take a preamble: connecting, authenticating and sending a helper
+STRAY_SHOWN = 5         # stray lines an error quotes
+LINE_SHOWN = 200        # bytes of a line an error quotes
 
 
 class ProtocolError(Exception):
-    pass
+    """``kind`` names what happened: "stray" (the answer came, after other output: the
+    session is in step), "rejected", "timeout", "exited", "too-long", "not-ready" (a
+    guest that did not boot), "request-too-long", "cannot-start" (the command cannot be
+    executed at all: not an executable format, a directory, missing)."""
+
+    def __init__(self, message: str, kind: str = "protocol", answer: dict | None = None):
+        super().__init__(printable(message))
+        self.kind, self.answer = kind, answer
 
 
-def parse_answer(line: bytes, request_id: str | None) -> dict:
-    """Decode one answer line and check it belongs to the request."""
+class SettingError(Exception):
+    """An environment setting of the protocol is not valid: a usage error."""
+
+
+def timeout_setting(name: str, default: float) -> float:
+    """Seconds from the environment variable ``name``, or ``default``: a finite number
+    above 0 and at most MAX_TIMEOUT, else SettingError."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
     try:
-        answer = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"garbled answer {line[:200]!r}: {exc}") from None
-    if not isinstance(answer, dict):
-        raise ProtocolError(f"answer is not a JSON object: {line[:200]!r}")
-    if "protocol_error" in answer:
-        raise ProtocolError(f"the helper rejected the request: {answer['protocol_error']}")
-    if answer.get("id") != request_id:
-        raise ProtocolError(f"answer for id {answer.get('id')!r}, expected {request_id!r}")
-    return answer
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (0 < seconds <= MAX_TIMEOUT):
+        raise SettingError(f"{name}={value!r} must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}")
+    return seconds
+
+
+def check_settings() -> None:
+    timeout_setting(ENV_EXCHANGE_TIMEOUT, EXCHANGE_TIMEOUT)
+    timeout_setting(ENV_BOOT_TIMEOUT, 1.0)
+
+
+# Terminal control: CSI (ESC [ ... final, and the 8-bit CSI), OSC, DCS/SOS/PM/APC strings,
+# then any other escape (ESC c resets a terminal, ESC ( B picks a charset, ESC 7 saves).
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x9b[0-?]*[ -/]*[@-~]"
+                      r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
+                      r"|\x1b[ -/]*[0-~]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text without terminal control: escape sequences removed, any other control
+    character (but tab and newline) shown as \\xNN."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", _ESCAPES.sub("", text))
+
+
+def _quote(line: bytes) -> str:
+    return repr(line[:LINE_SHOWN]) + ("..." if len(line) > LINE_SHOWN else "")
 
 
 def console_line(raw: bytes) -> bytes:
@@ -71,35 +125,53 @@ def console_object(line: bytes) -> dict | None:
     messages, firmware escapes, a line that a kernel message broke)."""
     try:
         value = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def console_text(line: bytes) -> str:
+    return printable(line.decode(errors="replace"))
+
+
+def _untag(value, tag: str, request_id):
+    return request_id if value == tag else value
 
 
 class HelperSession:
     """One helper process started by ``command_for(workdir)``; restarted if it dies.
 
     ``console`` (a runners.Console, or None for plain pipes) says that the process's
-    stdin and stdout are a guest's console. ``preamble`` (bytes, or None) is written to
-    the process's stdin after every start, before the first request."""
+    stdin and stdout are a guest's console. ``timeout`` (seconds per exchange) defaults
+    to MMAP2CONF_EXCHANGE_TIMEOUT, else EXCHANGE_TIMEOUT. ``preamble`` (bytes, or None) is
+    written to the process's stdin after every start, before the first request."""
 
-    def __init__(self, command_for, timeout: float = EXCHANGE_TIMEOUT, scratch_kind: str | None = None,
+    def __init__(self, command_for, timeout: float | None = None, scratch_kind: str | None = None,
                  console=None, preamble: bytes | None = None):
-        self.command_for, self.timeout, self.scratch_kind = command_for, timeout, scratch_kind
+        self.timeout = timeout_setting(ENV_EXCHANGE_TIMEOUT, EXCHANGE_TIMEOUT) if timeout is None else timeout
+        self.boot_timeout = (None if console is None
+                             else timeout_setting(ENV_BOOT_TIMEOUT, console.boot_timeout))
+        self.command_for, self.scratch_kind = command_for, scratch_kind
         self.console, self.preamble = console, preamble
         self.workdir = scratch.make(scratch_kind)
         self.process = None
         self.starts = 0
+        self.sequence = 0
+        self.in_exchange = False   # a request is out and its answer not read (an interrupt came)
         self.stderr = tempfile.TemporaryFile()
         self.boot_log: list[str] = []     # console: everything before the latest ready line
         self.boot_seconds: float | None = None
         self.noise: deque[str] = deque(maxlen=CONSOLE_TAIL)  # console: latest non-protocol lines
 
     def _start(self) -> None:
+        command = self.command_for(self.workdir)
         # Unbuffered: a request is one write, and nothing is left to flush into a dead pipe.
-        self.process = subprocess.Popen(self.command_for(self.workdir), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self.stderr,
-                                        env=clean_environment(), bufsize=0)
+        try:
+            self.process = procs.popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=self.stderr, env=clean_environment(), bufsize=0)
+        except OSError as exc:   # not an executable (format), a directory, missing
+            self.process = None
+            raise ProtocolError(f"cannot start {command[0]}: {exc.strerror or exc}", "cannot-start") from None
         os.set_blocking(self.process.stdout.fileno(), False)
         self._buffer = b""
         self.starts += 1
@@ -150,42 +222,89 @@ class HelperSession:
         earlier is lost while the kernel brings up the console."""
         started = time.monotonic()
         self.boot_log, self.boot_seconds = [], None
-        deadline = started + self.console.boot_timeout
+        deadline = started + self.boot_timeout
         while True:
             try:
-                line = console_line(self._read_line(deadline, self.console.boot_timeout, "ready line"))
+                line = console_line(self._read_line(deadline, self.boot_timeout, "ready line"))
             except ProtocolError as exc:
-                raise ProtocolError(f"the guest did not boot: {exc}{self._console_report()}") from None
-            self.boot_log.append(line.decode(errors="replace"))
+                self.close_process()
+                raise ProtocolError(f"the guest did not boot: {exc}{self._console_report()}",
+                                    "not-ready") from None
+            self.boot_log.append(console_text(line))
             if self.console.ready in line:
                 self.boot_seconds = time.monotonic() - started
                 return
 
+    def alive(self) -> bool:
+        return self.process is not None and not procs.exited(self.process)
+
     def request(self, message: dict) -> dict:
-        if self.process is None or self.process.poll() is not None:
+        if not self.alive():
+            self.close_process()
             self._start()
-        line = json.dumps(message, separators=(",", ":")).encode()
+        self.sequence += 1
+        request_id = message.get("id")
+        tag = f"{request_id}#{self.sequence}"
+        wire = {**message, "id": tag}
+        line = json.dumps(wire, separators=(",", ":")).encode()
         if self.console is not None and len(line) > self.console.max_line:
             raise ProtocolError(f"a {len(line)}-byte request does not fit the console's "
-                                f"{self.console.max_line}-byte line")
+                                f"{self.console.max_line}-byte line", "request-too-long")
+        self.in_exchange = True
         try:
             self.process.stdin.write(line + b"\n")
         except BrokenPipeError:
+            status = self.close_process(wait=self.timeout)
             raise ProtocolError(f"the helper exited before reading the request "
-                                f"(status {self.process.wait()}): {self.stderr_tail()}") from None
-        if self.console is None:
-            return parse_answer(self._read_line(), message.get("id"))
+                                f"(status {status}): {self.stderr_tail()}", "exited") from None
+        answer, stray = self._answer(wire, tag)
+        self.in_exchange = False
+        answer["id"] = _untag(answer.get("id"), tag, request_id)
+        if stray:
+            shown = "; ".join(stray[:STRAY_SHOWN]) + (f"; and {len(stray) - STRAY_SHOWN} more"
+                                                      if len(stray) > STRAY_SHOWN else "")
+            raise ProtocolError(f"stray output before the answer to {request_id!r} "
+                                f"({len(stray)} line{'s' if len(stray) > 1 else ''}): {shown}",
+                                "stray", answer)
+        if "protocol_error" in answer:
+            raise ProtocolError(f"the helper rejected the request: {answer['protocol_error']}",
+                                "rejected", answer)
+        return answer
+
+    def _answer(self, wire: dict, tag: str) -> tuple[dict, list[str]]:
+        """The answer line for ``tag`` and the stray lines read before it."""
         deadline = time.monotonic() + self.timeout
+        stray: list[str] = []
         while True:
             try:
-                answer = console_line(self._read_line(deadline))
+                raw = self._read_line(deadline)
             except ProtocolError as exc:
-                raise ProtocolError(f"{exc}{self._console_report()}") from None
-            value = console_object(answer)
+                after = f" (after stray output: {'; '.join(stray[:STRAY_SHOWN])})" if stray else ""
+                report = self._console_report() if self.console is not None else ""
+                raise ProtocolError(f"{exc}{after}{report}", exc.kind) from None
+            line = console_line(raw) if self.console is not None else raw
+            value = console_object(line)
             if value is None:
-                self.noise.append(answer.decode(errors="replace"))
-            elif value != message:   # else the tty's echo of the request
-                return parse_answer(answer, message.get("id"))
+                if self.console is not None:
+                    self.noise.append(console_text(line))
+                    continue
+                try:
+                    json.loads(line)
+                    stray.append(f"a JSON value that is not an object {_quote(line)}")
+                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+                    stray.append(f"garbled answer {_quote(line)}: {exc}")
+                continue
+            if value == wire:   # the tty's echo of the request (on a pipe: stray)
+                if self.console is None:
+                    stray.append(f"the request echoed back {_quote(line)}")
+                continue
+            if value.get("id") == tag:
+                return value, stray
+            if value.get("id") is None and "protocol_error" in value:
+                # The helper could not parse a line; the only writer of its input is this
+                # session, so it is the answer to this request (one line per line read).
+                return value, stray
+            stray.append(f"answer for id {value.get('id')!r}, expected {tag!r}")
 
     def _console_report(self) -> str:
         """The console's boot log and latest noise, and qemu's stderr, for an error message."""
@@ -205,20 +324,21 @@ class HelperSession:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self.close_process()
-                    raise ProtocolError(f"no {what} within {timeout:g} s; helper killed")
+                    raise ProtocolError(f"no {what} within {timeout:g} s; helper killed", "timeout")
                 if not selector.select(remaining):
                     continue
                 chunk = self.process.stdout.read(65536)
                 if chunk is None:   # spurious wake-up of the non-blocking pipe
                     continue
                 if not chunk:
-                    status = self.process.wait()
+                    status = self.close_process(wait=self.timeout)
                     raise ProtocolError(f"the helper exited (status {status}) mid-answer; "
-                                        f"got {self._buffer[:200]!r}; stderr: {self.stderr_tail()}")
+                                        f"got {_quote(self._buffer)}; stderr: {self.stderr_tail()}",
+                                        "exited")
                 self._buffer += chunk
                 if len(self._buffer) > MAX_LINE:
                     self.close_process()
-                    raise ProtocolError("answer line longer than 1 MiB")
+                    raise ProtocolError("answer line longer than 1 MiB; helper killed", "too-long")
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
 
@@ -242,27 +362,35 @@ class HelperSession:
         self.stderr.seek(0, os.SEEK_END)
         size = self.stderr.tell()
         self.stderr.seek(max(0, size - limit))
-        return self.stderr.read().decode(errors="replace")
+        return printable(self.stderr.read().decode(errors="replace"))
 
-    def close_process(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-        if self.process is not None:
-            self.process.wait()
-            for pipe in (self.process.stdin, self.process.stdout):
-                pipe.close()
+    def close_process(self, wait: float = 0.0) -> int | None:
+        """End the helper process: ``wait`` seconds for it to end by itself, then its whole
+        process group is killed (a wrapper's children too) and it is reaped. Its status."""
+        if self.process is None:
+            return None
+        self.in_exchange = False
+        status = procs.end(self.process, wait)
+        for pipe in (self.process.stdin, self.process.stdout):
+            pipe.close()
+        return status
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        wait = 0.0
+        # A helper busy with a request (the run was interrupted mid-exchange) is killed at
+        # once; an idle one gets EOF and its time to exit.
+        if self.alive() and not self.in_exchange:
             try:
                 if self.console is not None:
                     # A console never ends by itself: the tty's end-of-file character
                     # makes the helper's read return 0, and it powers the guest off.
                     self.process.stdin.write(self.console.eof)
                 self.process.stdin.close()  # EOF: the helper exits on its own
-                self.process.wait(timeout=self.timeout if self.console is None else CONSOLE_EXIT_TIMEOUT)
-            except (subprocess.TimeoutExpired, BrokenPipeError):
+                wait = self.timeout if self.console is None else CONSOLE_EXIT_TIMEOUT
+            except BrokenPipeError:
                 pass
-        self.close_process()
-        self.stderr.close()
-        scratch.remove(self.scratch_kind, self.workdir)
+        try:
+            self.close_process(wait)
+        finally:
+            self.stderr.close()
+            scratch.remove(self.scratch_kind, self.workdir)

@@ -233,3 +233,50 @@ def write_json(records: list[dict], path: Path, environment: dict, status: str,
                 "records": sorted(records, key=lambda r: r["nodeid"])}
     path.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
 
+
+
+# Every record of a JSON report has these fields, of these types (write_json's records).
+RECORD_FIELDS = {"nodeid": str, "config": str, "flavour": str, "runner": str, "system": str, "column": str,
+                 "case": str, "clause": str, "outcome": str, "known_issue": (str, type(None))}
+
+
+class ReportError(Exception):
+    """A file that is not a JSON report of this schema; the message is one line."""
+
+    def __init__(self, message: str, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing   # the file could not be read at all
+
+
+def load_report(path: Path) -> dict:
+    """A JSON report written by write_json, checked: its schema must be SCHEMA and every
+    record must have the fields the matrix, compare and the HTML report read."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: cannot be read: {getattr(exc, 'strerror', None) or exc}", missing=True) from None
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ReportError(f"{path}: not a JSON report: not JSON ({exc})") from None
+    if not isinstance(document, dict) or "schema" not in document:
+        raise ReportError(f"{path}: not a JSON report: no \"schema\" (a report of this suite says {SCHEMA!r})")
+    if document["schema"] != SCHEMA:
+        raise ReportError(f"{path}: a report of schema {str(document['schema'])[:60]!r}; this suite reads {SCHEMA!r}")
+    records = document.get("records")
+    if not isinstance(records, list):
+        raise ReportError(f"{path}: not a JSON report: \"records\" is not a list")
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ReportError(f"{path}: record #{index + 1} is not an object")
+        for name, kind in RECORD_FIELDS.items():
+            if not isinstance(record.get(name), kind):
+                raise ReportError(f"{path}: record #{index + 1} ({str(record.get('nodeid'))[:80]}): "
+                                  f"{name} is missing or of the wrong type")
+        if record["outcome"] not in SEVERITY:
+            raise ReportError(f"{path}: record #{index + 1} ({record['nodeid'][:80]}): unknown outcome "
+                              f"{record['outcome'][:40]!r}")
+    for key in ("environment", "summary"):
+        if not isinstance(document.get(key, {}), dict):
+            raise ReportError(f"{path}: not a JSON report: {key!r} is not an object")
+    return document

@@ -2,15 +2,24 @@
 
 The helper unlinks each file right after opening it; the directory itself is
 removed (and unmounted, for a mount the suite made) when the session closes.
+Each directory's name carries its owner's tag (procs.py), mmap2conf-<pid>.<start
+time>-XXXXXXXX: a run that died leaves its directories and mounts to the sweep
+(its guardian's, or the next run's), which takes only those whose owner is gone.
+
+$MMAP2CONF_SCRATCH, when set, is the scratch root; it must be a writable,
+exec-allowing directory, else it is an error (never silently replaced).
 """
 from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+from . import procs
 
 KINDS = (None, "noexec", "large")
 MOUNT_TIMEOUT = 30
@@ -19,30 +28,75 @@ MOUNT_SOURCE = "mmap2conf-noexec"   # the name of the tmpfs mounts the suite mak
 LARGEST_FILE = (0xFFFFFFFF << 13) + 8192
 
 
+ENV_SCRATCH = "MMAP2CONF_SCRATCH"
+PREFIX = "mmap2conf-"
+# What the suite names after its owner (procs.TAG): scratch directories, the files
+# that probe a root for large files (mmap2conf-probe-...), Chromium's profile
+# directories (mmap2conf-chromium-..., cli.py).
+OWNED = re.compile(rf"{PREFIX}(?:[a-z]+-)?({procs.TAG})-")
+
+
 class ScratchUnavailable(Exception):
     pass
+
+
+class ScratchSettingError(Exception):
+    """$MMAP2CONF_SCRATCH names a directory the suite cannot use: a usage error."""
+
+
+def check_setting() -> None:
+    """Raise ScratchSettingError if $MMAP2CONF_SCRATCH is set to an unusable directory."""
+    value = os.environ.get(ENV_SCRATCH)
+    if value is None:
+        return
+    why = _unusable(value)
+    if why:
+        raise ScratchSettingError(f"{ENV_SCRATCH}={value!r} cannot be the scratch root: {why}")
+
+
+def _unusable(path: str) -> str | None:
+    if not path or not os.path.isabs(path):
+        return "not an absolute path"
+    if not os.path.isdir(path):
+        return "no such directory" if not os.path.exists(path) else "not a directory"
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=f"{PREFIX}probe-{procs.owner()}-"):
+            pass
+    except OSError as exc:
+        return f"a file cannot be made there ({exc.strerror})"
+    if os.statvfs(path).f_flag & os.ST_NOEXEC:
+        return "it is on a noexec filesystem (the cases that map files PROT_EXEC need exec)"
+    return None
 
 
 @functools.lru_cache(maxsize=None)
 def scratch_root() -> tuple[str, str, str | None]:
     """(directory, filesystem type, why large sparse files cannot be made there or None).
 
-    Candidates in order: $MMAP2CONF_SCRATCH, /dev/shm, the system temporary directory.
-    The first that holds a sparse file of LARGEST_FILE bytes wins (tmpfs does; ext4 with
-    4 KiB blocks stops at 16 TiB, semantics.md section 9); else the first writable one."""
-    candidates = [c for c in (os.environ.get("MMAP2CONF_SCRATCH"), "/dev/shm", tempfile.gettempdir())
-                  if c and os.access(c, os.W_OK)]
+    $MMAP2CONF_SCRATCH if set (an unusable one is a ScratchSettingError), else the first
+    of /dev/shm and the system temporary directory that holds a sparse file of
+    LARGEST_FILE bytes (tmpfs does; ext4 with 4 KiB blocks stops at 16 TiB, semantics.md
+    section 9), else the first writable one."""
+    check_setting()
+    candidates = _candidates()
     if not candidates:
-        raise ScratchUnavailable("no writable scratch directory")
+        raise ScratchUnavailable("no writable scratch directory (/dev/shm, "
+                                 f"{tempfile.gettempdir()}; or set {ENV_SCRATCH})")
     reasons = []
     for candidate in candidates:
         try:
-            with tempfile.NamedTemporaryFile(dir=candidate, prefix="mmap2conf-probe-") as probe:
+            with tempfile.NamedTemporaryFile(dir=candidate, prefix=f"{PREFIX}probe-{procs.owner()}-") as probe:
                 os.truncate(probe.name, LARGEST_FILE)
             return candidate, _fs_type(candidate), None
         except OSError as exc:
             reasons.append(f"{candidate} ({_fs_type(candidate)}): {exc.strerror}")
     return candidates[0], _fs_type(candidates[0]), "no directory holds a sparse file of 2^45 bytes: " + "; ".join(reasons)
+
+
+def _candidates() -> list[str]:
+    if os.environ.get(ENV_SCRATCH) is not None:
+        return [os.environ[ENV_SCRATCH]]
+    return [c for c in ("/dev/shm", tempfile.gettempdir()) if os.access(c, os.W_OK)]
 
 
 def _fs_type(path: str) -> str:
@@ -58,20 +112,24 @@ def _fs_type(path: str) -> str:
 
 def make(kind: str | None) -> Path:
     root, _, large_files_unavailable = scratch_root()
+    procs.sweep_at_start()
     if kind == "large" and large_files_unavailable:
         raise ScratchUnavailable(large_files_unavailable)
+    prefix = f"{PREFIX}{procs.owner()}-"
     if kind == "noexec":
         existing = _writable_noexec_tmpfs()
         if existing:   # e.g. docker run --tmpfs /mnt/noexec:noexec, or a noexec /dev/shm: no root needed
-            return Path(tempfile.mkdtemp(prefix="mmap2conf-", dir=existing))
-    path = Path(tempfile.mkdtemp(prefix="mmap2conf-", dir=root))
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=existing))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     if kind == "noexec":
         # A small tmpfs of our own: PROT_EXEC on its files must fail with EPERM (mmap(2) ERRORS).
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec,nosuid,nodev,size=16m",
-                                 MOUNT_SOURCE, str(path)], capture_output=True, text=True,
-                                timeout=MOUNT_TIMEOUT)
+        try:
+            result = procs.run(["mount", "-t", "tmpfs", "-o", "noexec,nosuid,nodev,size=16m",
+                                MOUNT_SOURCE, str(path)], timeout=MOUNT_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            result = subprocess.CompletedProcess([], 1, "", str(exc))
         if result.returncode != 0:
-            path.rmdir()
+            remove(kind, path)
             raise ScratchUnavailable(f"no writable noexec tmpfs is mounted, and mounting one failed "
                                      f"(needs root, or run the container with --tmpfs /mnt/noexec:noexec): "
                                      f"{result.stderr.strip()}")
@@ -89,6 +147,58 @@ def _writable_noexec_tmpfs() -> str | None:
 
 
 def remove(kind: str | None, path: Path) -> None:
-    if kind == "noexec" and os.path.ismount(path):
-        subprocess.run(["umount", str(path)], capture_output=True, timeout=MOUNT_TIMEOUT)
+    if os.path.ismount(path):
+        _unmount(str(path))
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _unmount(path: str) -> bool:
+    """Unmount; a mount still busy is detached (lazy), so the directory can go."""
+    for command in (["umount", path], ["umount", "-l", path]):
+        try:
+            if procs.run(command, timeout=MOUNT_TIMEOUT).returncode == 0:
+                return True
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return False
+
+
+def _suite_mounts() -> list[str]:
+    """Mount points of the tmpfs mounts the suite made (MOUNT_SOURCE), innermost first."""
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1].replace("\\040", " ") for line in mounts
+                  if line.split()[0] == MOUNT_SOURCE]
+    return sorted(points, key=len, reverse=True)
+
+
+def sweep(stale) -> list[str]:
+    """Unmount the suite's mounts, and remove the scratch directories and probe files, whose
+    owner's tag ``stale(tag)`` says is stale (procs.sweep: its processes are already gone).
+    Names without an owner's tag (an older suite's) are never touched."""
+    done = []
+    for point in _suite_mounts():
+        match = OWNED.match(os.path.basename(point))
+        if match and stale(match.group(1)):
+            if _unmount(point):
+                done.append(f"unmounted {point}")
+    roots = {*_candidates(), tempfile.gettempdir(), *filter(None, [_writable_noexec_tmpfs()])}
+    for root in sorted(roots):
+        try:
+            entries = list(os.scandir(root))
+        except OSError:
+            continue
+        for entry in entries:
+            match = OWNED.match(entry.name)
+            if not match or not stale(match.group(1)):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if os.path.ismount(entry.path) and not _unmount(entry.path):
+                    continue
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    continue
+            done.append(f"removed {entry.path}")
+    return done

@@ -15,19 +15,60 @@ def fake(script, timeout=5.0):
     return HelperSession(lambda workdir: ["sh", "-c", script], timeout=timeout)
 
 
-@pytest.mark.parametrize("script, message", [
-    ("read l; echo 'not json'; read l", "garbled answer"),
-    ("read l; printf '{\"id\":\"x\", \"ret\"'", "exited (status 0) mid-answer"),
-    ("read l; echo '[1, 2]'; read l", "not a JSON object"),
-    ("read l; echo '{\"id\": \"other\"}'; read l", "answer for id 'other'"),
-    ("read l; echo '{\"id\": null, \"protocol_error\": \"bad key\"}'; read l", "rejected the request: bad key"),
-    ("exit 3", "exited"),
+# A fake helper that answers each request with its id, after the lines in $STRAY.
+ANSWERS = r"""while IFS= read -r line; do
+  id=$(printf '%s' "$line" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  [ -n "$STRAY" ] && printf '%s\n' "$STRAY" && STRAY=
+  printf '{"id":"%s","op":"probe","auxv_pagesz":4096}\n' "$id"
+done"""
+
+
+@pytest.mark.parametrize("stray, message", [
+    ("not json", "garbled answer b'not json'"),
+    ("[1, 2]", "a JSON value that is not an object b'[1, 2]'"),
+    ('{"id": "other"}', "answer for id 'other', expected 'x#1'"),
+    ('{"op":"probe","id":"x#1"}', "the request echoed back"),
 ])
-def test_bad_answers_are_clear_errors(script, message):
-    session = fake(script)
+def test_stray_output_fails_its_exchange_and_the_session_stays_in_step(stray, message):
+    session = fake(f"STRAY='{stray}'\n{ANSWERS}")
     try:
-        with pytest.raises(ProtocolError, match=re.escape(message)):
+        with pytest.raises(ProtocolError, match=re.escape(message)) as error:
             session.request({"op": "probe", "id": "x"})
+        assert error.value.kind == "stray" and error.value.answer["id"] == "x"
+        assert [session.request({"op": "probe", "id": i})["id"] for i in ("a", "b")] == ["a", "b"]
+        assert session.starts == 1
+    finally:
+        session.close()
+
+
+def test_a_stray_line_after_an_answer_fails_the_next_exchange_only():
+    """An answer sent twice: the copy is read in the next exchange, which fails; then in step."""
+    session = fake(ANSWERS.replace("done", "  [ \"$id\" = \"x#1\" ] && printf '{\"id\":\"x#1\"}\\n'\ndone"))
+    try:
+        assert session.request({"op": "probe", "id": "x"})["id"] == "x"
+        with pytest.raises(ProtocolError, match="answer for id 'x#1', expected 'y#2'"):
+            session.request({"op": "probe", "id": "y"})
+        assert session.request({"op": "probe", "id": "z"})["id"] == "z"
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("script, message, kind", [
+    ("read l; printf '{\"id\":\"x#1\", \"ret\"'", "exited (status 0) mid-answer", "exited"),
+    ("read l; echo '{\"id\": null, \"protocol_error\": \"bad key\"}'; read l", "rejected the request: bad key",
+     "rejected"),
+    ("read l; echo '{\"id\": \"x#1\", \"protocol_error\": \"bad key\"}'; read l", "rejected the request: bad key",
+     "rejected"),
+    ("exit 3", "exited", "exited"),
+    ("read l; echo 'not json'; sleep 30", "no answer within 1 s; helper killed (after stray output: garbled",
+     "timeout"),
+])
+def test_bad_answers_are_clear_errors(script, message, kind):
+    session = fake(script, timeout=1.0)
+    try:
+        with pytest.raises(ProtocolError, match=re.escape(message)) as error:
+            session.request({"op": "probe", "id": "x"})
+        assert error.value.kind == kind
     finally:
         session.close()
 
@@ -44,7 +85,7 @@ def test_a_silent_helper_is_killed_at_the_deadline():
 
 
 def test_the_scratch_directory_is_removed():
-    session = fake("read l; echo '{\"id\": \"x\"}'")
+    session = fake("read l; echo '{\"id\": \"x#1\"}'")
     workdir = session.workdir
     session.request({"op": "probe", "id": "x"})
     (workdir / "left-behind").write_text("x")
@@ -126,7 +167,8 @@ def test_a_case_in_process_answers_and_the_helper_carries_on(native_session):
 
 def test_the_preamble_comes_before_the_first_request_after_every_start():
     script = ('dd bs=6 count=1 iflag=fullblock 2>/dev/null | grep -qx hello || exit 9; '
-              'read l; echo "{\\"id\\": \\"x\\"}"')
+              # answers with the id it was sent (the session tags each request: "x#1")
+              'read l; id=$(echo "$l" | sed \'s/.*"id":"\\([^"]*\\)".*/\\1/\'); echo "{\\"id\\": \\"$id\\"}"')
     session = HelperSession(lambda workdir: ["sh", "-c", script], timeout=5, preamble=b"hello\n")
     try:
         assert session.request({"op": "probe", "id": "x"}) == {"id": "x"}
