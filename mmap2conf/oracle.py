@@ -80,8 +80,10 @@ def expect_call(config: Config, page_size: int, page_source: str, case: Case, ru
     # mmap2(2) VERSIONS says the unit is the page on ia64; such rows check that sentence.
     clause = ("mmap2.VERSIONS.ia64-unit" if case.call == "mmap2" and case.clause == "mmap2.DESCRIPTION.unit"
               and config.offset_unit.value == "page" else case.clause)
-    return Expectation(True, block=byte_offset // 4096 if request.get("fd") == "file" else None,
-                       zero=request.get("fd", "none") == "none", high=wanted == "high-mapping",
+    # MAP_ANONYMOUS ignores fd (mmap(2)): such a mapping reads as zeros whatever fd is.
+    anonymous = "ANONYMOUS" in request.get("flags", "").split("|") or request.get("fd", "none") == "none"
+    return Expectation(True, block=byte_offset // 4096 if request.get("fd") == "file" and not anonymous else None,
+                       zero=anonymous, high=wanted == "high-mapping",
                        clause=clause, sources=sources + unit_sources)
 
 

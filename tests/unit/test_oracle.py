@@ -175,3 +175,9 @@ def test_file_call_errors_use_the_abi_encoding():
 def test_a_file_call_success_is_summarised_as_success():
     from mmap2conf.report import observed_summary
     assert observed_summary({"observed": {"result": "success", "ret": "0x3"}, "outcome": "xfailed"}) == "success"
+
+
+@pytest.mark.parametrize("fd", ["bad", "closed", "none"])
+def test_an_anonymous_mapping_reads_as_zeros_whatever_its_fd(fd):
+    result = expectation("i386", "errors/anonymous-ignores-a-bad-fd", 4096, fd=fd)
+    assert result.success and result.zero and result.block is None
