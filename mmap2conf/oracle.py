@@ -14,11 +14,17 @@ from .cases import FILE_CALLS, RAW_CALLS, Case
 from .model import Config, Fact
 
 MARKER_MAGIC = 0x4D32434B
+MARKER_BYTES = 12     # three native 32-bit words at the start of a marked block (helpers/PROTOCOL.md)
 EXTEND_BYTES = 4096   # extend writes the file's last 4096-byte block (helpers/PROTOCOL.md)
 MAN_EINVAL_UNIT = ("mmap2(2) ERRORS: EINVAL (Various platforms where the page size is not 4096 "
                    "bytes.) offset * 4096 is not a multiple of the system page size")
 MAN_EINVAL_MMAP = ("mmap(2) ERRORS: EINVAL We don't like addr, length, or offset "
                    "(e.g., they are too large, or not aligned on a page boundary)")
+MAN_PAST_EOF = ("mmap(2) ERRORS: SIGBUS attempted access to a page of the buffer that lies beyond the end "
+                "of the mapped file; NOTES: the remaining bytes in the partial page at the end of the "
+                "mapping are zeroed; tmpfs: mm/shmem.c shmem_get_folio_gfp -EINVAL for index << PAGE_SHIFT "
+                ">= i_size, which shmem_fault turns into VM_FAULT_SIGBUS (Linux 6.1.20 1854-1856, 2140; "
+                "6.18.2 2452-2454, 2739)")
 MAN_RETURN = ("mmap2(2) RETURN VALUE: on success a pointer to the mapped area; on error -1 "
               "and errno; mmap(2): the address is page aligned, MAP_FIXED places it exactly at addr")
 
@@ -37,14 +43,20 @@ class Expectation:
     maps: bool = True             # False for the file calls (extend, open): no mapping to check
     clause: str = ""
     sources: list[str] = field(default_factory=list)
+    # File mappings: what each read must see, from the file's size, its markers and the
+    # page size: a block number (its marker), "zero" (a hole, or past the end of the file
+    # in the page that holds it) or "SIGBUS" (a page past that one; the read that dies).
+    reads: list[tuple[int, int | str]] = field(default_factory=list)
 
     def describe(self) -> dict:
         if not self.success:
             return {"result": "error", "errno": self.errno}
         if not self.maps:
             return {"result": "success"}
+        sigbus = [offset for offset, want in self.reads if want == "SIGBUS"]
         return {"result": "mapped", **({"block": self.block} if self.block is not None else {}),
-                **({"contents": "zero"} if self.zero else {})}
+                **({"contents": "zero"} if self.zero else {}),
+                **({"signal": "SIGBUS", "signal_at": sigbus[0]} if sigbus else {})}
 
 
 def expect_call(config: Config, page_size: int, page_source: str, case: Case, runner_kind: str,
@@ -82,9 +94,37 @@ def expect_call(config: Config, page_size: int, page_source: str, case: Case, ru
               and config.offset_unit.value == "page" else case.clause)
     # MAP_ANONYMOUS ignores fd (mmap(2)): such a mapping reads as zeros whatever fd is.
     anonymous = "ANONYMOUS" in request.get("flags", "").split("|") or request.get("fd", "none") == "none"
-    return Expectation(True, block=byte_offset // 4096 if request.get("fd") == "file" and not anonymous else None,
+    file_mapping = request.get("fd") == "file" and not anonymous
+    reads = expected_reads(request, byte_offset, page_size) if file_mapping else []
+    if any(want == "SIGBUS" for _, want in reads):
+        sources = sources + [MAN_PAST_EOF]
+    return Expectation(True, block=byte_offset // 4096 if file_mapping else None,
                        zero=anonymous, high=wanted == "high-mapping",
-                       clause=clause, sources=sources + unit_sources)
+                       clause=clause, sources=sources + unit_sources, reads=reads)
+
+
+def expected_reads(request: dict, byte_offset: int, page_size: int) -> list[tuple[int, int | str]]:
+    """What each read of a file mapping must see (helpers/PROTOCOL.md: the file has
+    file_blocks 4096-byte blocks, a marker at each of `markers`, holes elsewhere).
+
+    Past the end of the file the bytes of the page that holds the end read as zero, and
+    a page beyond it raises SIGBUS (mmap(2) NOTES and ERRORS): the first such read is the
+    last one the child makes, so the list ends there."""
+    size = request.get("file_blocks", 1) * 4096
+    pages_in_file = -(-size // page_size)
+    markers = set(request.get("markers", range(min(request.get("file_blocks", 1), 4096))))
+    reads = []
+    for offset in request.get("reads", [0]):
+        at = byte_offset + offset
+        if at // page_size >= pages_in_file:
+            reads.append((offset, "SIGBUS"))
+            break
+        block, within = divmod(at, 4096)
+        if 0 < within < MARKER_BYTES:
+            raise OracleError(f"a read at file offset {at:#x} would straddle the marker of block {block:#x}: "
+                              f"read at a block's start or at least {MARKER_BYTES} bytes into it")
+        reads.append((offset, block if block in markers and at < size and not within else "zero"))
+    return reads
 
 
 def decode_raw(config: Config, ret: int, flag: int) -> int | None:
@@ -138,9 +178,13 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
     if "setup_error" in observed:
         return observed, [f"the helper could not set the case up: {observed['setup_error']}"]
     problems = []
-    if observed.get("signal") is not None:
+    sigbus_at = next((offset for offset, want in expectation.reads if want == "SIGBUS"), None)
+    if observed.get("signal") is not None and not (
+            expectation.success and observed.get("signal") == "SIGBUS" and observed.get("signal_at") == sigbus_at
+            and sigbus_at is not None):
         problems.append(f"the helper died of {observed['signal']} while reading offset "
-                        f"{observed.get('signal_at')}")
+                        f"{observed.get('signal_at')}"
+                        + (f" (SIGBUS was expected at offset {sigbus_at:#x})" if sigbus_at is not None else ""))
     if not expectation.success:
         if observed["result"] != "error":
             problems.append(f"expected {expectation.errno}, the call succeeded at {observed['ret']}")
@@ -161,20 +205,32 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
         problems.append(f"address {address:#x} is not aligned to the {page_size}-byte page")
     if "FIXED" in request.get("flags", "").split("|") and address != answer.get("addr_arg"):
         problems.append(f"MAP_FIXED asked for {answer.get('addr_arg', 0):#x}, got {address:#x}")
-    if expectation.block is not None:
-        for offset, *words in answer.get("reads", []):
-            wanted, got = expectation.block + offset // 4096, decode_marker(words)
+    if expectation.reads:
+        answered = {read[0]: decode_marker(read[1:]) for read in answer.get("reads", [])}
+        for offset, wanted in expectation.reads:
+            if wanted == "SIGBUS":
+                if offset in answered:
+                    problems.append(f"expected SIGBUS at mapping offset {offset:#x} (past the page that holds "
+                                    f"the end of the file), read {_shown(answered[offset])}")
+                elif observed.get("signal") is None:
+                    problems.append(f"expected SIGBUS at mapping offset {offset:#x}, the child did not die there")
+                break
+            got = answered.get(offset, "nothing")
             if got != wanted:
                 mapped = (f"; the mapping holds file offset {(got - offset // 4096) * 4096:#x}"
                           if isinstance(got, int) else "")
-                problems.append(f"expected file block {wanted:#x} at mapping offset {offset:#x}, "
-                                f"read {got if isinstance(got, str) else hex(got)}{mapped}")
+                what = "zeros" if wanted == "zero" else f"file block {wanted:#x}"
+                problems.append(f"expected {what} at mapping offset {offset:#x}, read {_shown(got)}{mapped}")
                 break
     if expectation.high and address < 1 << 31:
         problems.append(f"address {address:#x} is not above 2 GiB as the case arranged")
     if expectation.zero and observed.get("block") != "zero":
         problems.append(f"an anonymous mapping must read as zeros, read {observed.get('block')}")
     return observed, problems
+
+
+def _shown(got) -> str:
+    return got if isinstance(got, str) else hex(got)
 
 
 def _encoding_problems(config: Config, case: Case, answer: dict, observed: dict) -> list[str]:
