@@ -32,6 +32,7 @@
 #include <linux/auxvec.h>
 #include <linux/capability.h>
 #include <linux/fcntl.h>
+#include <linux/memfd.h>		/* fd "memfd_sealed" */
 #include <linux/mman.h>
 #include <linux/mount.h>		/* init mode: MS_ flags */
 #include <linux/reboot.h>	/* init mode: power off */
@@ -69,6 +70,13 @@ typedef unsigned long long u64;
 #else
 #define NR_MMAP2 (-1UL)
 #define NR_PREMAP __NR_mmap
+#endif
+
+/* fcntl takes 64-bit locks as fcntl64 on the 32-bit ABIs. */
+#if defined(__NR_fcntl64)
+#define NR_FCNTL __NR_fcntl64
+#else
+#define NR_FCNTL __NR_fcntl
 #endif
 
 #define WHENCE_SET 0	/* SEEK_SET on every ABI (include/uapi/linux/fs.h) */
@@ -683,11 +691,13 @@ static void do_probe(const char *id)
 
 static struct {
 	int call, fd_kind, addr_from_premap, nmarkers, nreads;
-	int set_memlock, drop_caps;
+	int set_memlock, set_data, drop_caps, write_readback;
 	int in_process;		/* "fork":0: no child, so a tracer sees one process */
 	ulong prot, flags, open_flags;
 	u64 addr, delta, len, offset, blocks, premap_len, premap_addr;
 	u64 memlock[2];		/* struct rlimit64: soft, hard */
+	u64 data[2];		/* RLIMIT_DATA, the same */
+	u64 write_at;		/* write_readback: the file offset of mapping offset 0 */
 	u64 *markers, *reads;
 	u64 seq;		/* case number, for a unique file name */
 } cs;
@@ -818,7 +828,7 @@ static int make_file(void)
 static int make_fd(void)
 {
 	int p[2];
-	long fd;
+	long fd, r;
 	switch (cs.fd_kind) {
 	case FD_file:
 		return make_file();
@@ -844,6 +854,18 @@ static int make_fd(void)
 		if (fd < 0)
 			setup_error("open dir", fd);
 		return fd;
+	case FD_memfd_sealed:
+		/* One block, its marker at the start, then F_SEAL_WRITE. */
+		fd = sys(__NR_memfd_create, (ulong)"mmap2-helper", MFD_ALLOW_SEALING, 0, 0, 0);
+		if (fd < 0)
+			setup_error("memfd_create", fd);
+		last_block[0] = MARKER;
+		last_block[1] = last_block[2] = 0;
+		if ((r = sys(__NR_write, fd, (ulong)last_block, BLOCK, 0, 0)) != (long)BLOCK)
+			setup_error("write memfd", r < 0 ? r : 0);
+		if ((r = sys(NR_FCNTL, fd, F_ADD_SEALS, F_SEAL_WRITE, 0, 0)) < 0)
+			setup_error("fcntl F_ADD_SEALS F_SEAL_WRITE", r);
+		return fd;
 	}
 	return -1;
 }
@@ -868,6 +890,49 @@ static void put_raw(ulong ret, ulong flag, ulong err)
 	put_key(&frag, "flag");
 	put_u64(&frag, flag);
 	put_err_name(err);
+}
+
+/* write_readback: a pattern written through the mapping at its offset 0, then
+ * read back from the file at write_at through the case's descriptor (seek and
+ * read: pread64 would need each ABI's layout of a 64-bit argument). A seek or
+ * read that fails is reported as a string in place of the words. */
+#define WRITE_MAGIC 0x4D325752U	/* "M2WR" */
+static void write_and_read_back(ulong map, int fd)
+{
+	volatile unsigned int *w = (volatile unsigned int *)map;
+	unsigned int back[3] = { 0, 0, 0 };
+	const char *what = 0;
+	long r;
+	int k;
+
+	frag_flush();	/* a signal in the write leaves the reads intact */
+	w[0] = WRITE_MAGIC;
+	w[1] = (unsigned int)cs.write_at;
+	w[2] = (unsigned int)(cs.write_at >> 32);
+	if ((r = seek_to(fd, cs.write_at)) < 0)
+		what = "seek";
+	else if ((r = sys(__NR_read, fd, (ulong)back, sizeof back, 0, 0)) < 0)
+		what = "read";
+	put_key(&frag, "readback");
+	if (what) {
+		const char *en = errno_name(-r);
+		puts_(&frag, "\"");
+		puts_(&frag, what);
+		puts_(&frag, ": ");
+		if (en)
+			puts_(&frag, en);
+		else
+			put_u64(&frag, -r);
+		puts_(&frag, "\"");
+		return;
+	}
+	putch(&frag, '[');
+	for (k = 0; k < 3; k++) {
+		if (k)
+			putch(&frag, ',');
+		put_u64(&frag, back[k]);
+	}
+	putch(&frag, ']');
 }
 
 static void run_case(void)
@@ -915,6 +980,9 @@ static void run_case(void)
 	if (cs.set_memlock &&
 	    (r = sys(__NR_prlimit64, 0, RLIMIT_MEMLOCK, (ulong)cs.memlock, 0, 0)))
 		setup_error("prlimit64 RLIMIT_MEMLOCK", r);
+	if (cs.set_data &&
+	    (r = sys(__NR_prlimit64, 0, RLIMIT_DATA, (ulong)cs.data, 0, 0)))
+		setup_error("prlimit64 RLIMIT_DATA", r);
 	if (cs.drop_caps &&
 	    (r = sys(__NR_capset, (ulong)&cap_hdr, (ulong)no_caps, 0, 0, 0)))
 		setup_error("capset", r);
@@ -973,6 +1041,8 @@ static void run_case(void)
 		putch(&frag, ']');
 	}
 	putch(&frag, ']');
+	if (!err && cs.write_readback)
+		write_and_read_back(ret, fd);
 	frag_flush();
 	case_done();
 }
@@ -1111,6 +1181,10 @@ static const char *prepare_call(const char **arg)
 	cs.premap_addr = HAS(K_premap_addr) ? rq.num[K_premap_addr] : 0;
 	cs.set_memlock = HAS(K_rlimit_memlock);
 	cs.memlock[0] = cs.memlock[1] = rq.num[K_rlimit_memlock];
+	cs.set_data = HAS(K_rlimit_data);
+	cs.data[0] = cs.data[1] = rq.num[K_rlimit_data];
+	cs.write_readback = HAS(K_write_readback);
+	cs.write_at = rq.num[K_write_readback];
 	if (HAS(K_drop_caps) && rq.num[K_drop_caps] > 1)
 		return "bad drop_caps";
 	cs.drop_caps = HAS(K_drop_caps) && rq.num[K_drop_caps];

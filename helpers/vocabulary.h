@@ -82,7 +82,9 @@ KEY(premap_len, i, MMAP)
 KEY(premap_addr, i, MMAP)
 KEY(reads, a, MMAP)
 KEY(rlimit_memlock, i, MMAP)
+KEY(rlimit_data, i, MMAP)
 KEY(drop_caps, i, MMAP)
+KEY(write_readback, i, MMAP)
 KEY(fork, i, HARNESS)
 
 /* The mapping calls come first: the helper's file calls follow them. */
@@ -121,6 +123,7 @@ FD(bad)
 FD(devzero)
 FD(pipe)
 FD(dir)
+FD(memfd_sealed)
 
 ADDR_FROM(premap)
 

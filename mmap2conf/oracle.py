@@ -15,6 +15,10 @@ from .model import Config, Fact
 
 MARKER_MAGIC = 0x4D32434B
 MARKER_BYTES = 12     # three native 32-bit words at the start of a marked block (helpers/PROTOCOL.md)
+WRITE_MAGIC = 0x4D325752   # "M2WR": what write_readback writes at offset 0 of the mapping
+MAN_SHARED_WRITE = ("mmap(2) MAP_SHARED: updates to the mapping are visible to other processes mapping the "
+                    "same region, and are carried through to the underlying file; the file's bytes at the "
+                    "mapping's offset are what read(2) returns (one page cache)")
 EXTEND_BYTES = 4096   # extend writes the file's last 4096-byte block (helpers/PROTOCOL.md)
 MAN_EINVAL_UNIT = ("mmap2(2) ERRORS: EINVAL (Various platforms where the page size is not 4096 "
                    "bytes.) offset * 4096 is not a multiple of the system page size")
@@ -47,6 +51,7 @@ class Expectation:
     # page size: a block number (its marker), "zero" (a hole, or past the end of the file
     # in the page that holds it) or "SIGBUS" (a page past that one; the read that dies).
     reads: list[tuple[int, int | str]] = field(default_factory=list)
+    readback: list[int] | None = None   # write_readback: the words the file must hold afterwards
 
     def describe(self) -> dict:
         if not self.success:
@@ -56,7 +61,9 @@ class Expectation:
         sigbus = [offset for offset, want in self.reads if want == "SIGBUS"]
         return {"result": "mapped", **({"block": self.block} if self.block is not None else {}),
                 **({"contents": "zero"} if self.zero else {}),
-                **({"signal": "SIGBUS", "signal_at": sigbus[0]} if sigbus else {})}
+                **({"signal": "SIGBUS", "signal_at": sigbus[0]} if sigbus else {}),
+                **({"readback": f"{self.readback[0]:#x},{self.readback[1]:#x},{self.readback[2]:#x}"}
+                   if self.readback else {})}
 
 
 def expect_call(config: Config, page_size: int, page_source: str, case: Case, runner_kind: str,
@@ -94,13 +101,21 @@ def expect_call(config: Config, page_size: int, page_source: str, case: Case, ru
               and config.offset_unit.value == "page" else case.clause)
     # MAP_ANONYMOUS ignores fd (mmap(2)): such a mapping reads as zeros whatever fd is.
     anonymous = "ANONYMOUS" in request.get("flags", "").split("|") or request.get("fd", "none") == "none"
-    file_mapping = request.get("fd") == "file" and not anonymous
-    reads = expected_reads(request, byte_offset, page_size) if file_mapping else []
+    file_mapping = request.get("fd") in ("file", "memfd_sealed") and not anonymous
+    # memfd_sealed is one 4096-byte block with the marker of block 0 (helpers/PROTOCOL.md).
+    contents = ({**request, "file_blocks": 1, "markers": [0]} if request.get("fd") == "memfd_sealed"
+                else request)
+    reads = expected_reads(contents, byte_offset, page_size) if file_mapping else []
     if any(want == "SIGBUS" for _, want in reads):
         sources = sources + [MAN_PAST_EOF]
+    readback = None
+    if "write_readback" in request:
+        at = request["write_readback"]
+        readback = [WRITE_MAGIC, at & 0xFFFFFFFF, at >> 32]
+        sources = sources + [MAN_SHARED_WRITE]
     return Expectation(True, block=byte_offset // 4096 if file_mapping else None,
                        zero=anonymous, high=wanted == "high-mapping",
-                       clause=clause, sources=sources + unit_sources, reads=reads)
+                       clause=clause, sources=sources + unit_sources, reads=reads, readback=readback)
 
 
 def expected_reads(request: dict, byte_offset: int, page_size: int) -> list[tuple[int, int | str]]:
@@ -165,6 +180,8 @@ def observe_call(config: Config, case: Case, answer: dict) -> dict:
         if answer.get("reads"):
             observed["block"] = decode_marker(answer["reads"][0][1:])
             observed["blocks_read"] = [decode_marker(read[1:]) for read in answer["reads"]]
+    if isinstance(answer.get("readback"), list):
+        observed["readback"] = ",".join(f"{w:#x}" for w in answer["readback"])
     for key in ("signal", "signal_at", "setup_error", "err_name"):
         if answer.get(key) is not None:
             observed[key] = answer[key]
@@ -222,6 +239,16 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
                 what = "zeros" if wanted == "zero" else f"file block {wanted:#x}"
                 problems.append(f"expected {what} at mapping offset {offset:#x}, read {_shown(got)}{mapped}")
                 break
+    if expectation.readback is not None:
+        back = answer.get("readback")
+        if not isinstance(back, list):
+            problems.append(f"the write through the mapping could not be read back: {back}")
+        elif back != expectation.readback:
+            got = decode_marker(back)
+            held = (f"the file still holds the marker of block {got:#x}" if isinstance(got, int)
+                    else f"read {got}")
+            problems.append(f"the write at mapping offset 0 is not in the file at byte offset "
+                            f"{request['write_readback']:#x}: {held}")
     if expectation.high and address < 1 << 31:
         problems.append(f"address {address:#x} is not above 2 GiB as the case arranged")
     if expectation.zero and observed.get("block") != "zero":

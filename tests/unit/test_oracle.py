@@ -226,3 +226,23 @@ def test_the_expected_sigbus_passes_and_any_other_death_fails():
     assert "died of SIGSEGV" in problems[0]
     no_signal = sigbus_answer(request, reads + [[4096, 0, 0, 0]], signal=None, at=None)
     assert "expected SIGBUS at mapping offset 0x1000" in judge_call(config, 4096, case, request, no_signal, want)[1][0]
+
+
+def test_a_shared_write_must_be_read_back_from_the_file_at_the_mapping_offset():
+    config, case = CONFIGS["i386"], CASES["large-offsets/shared-pgoff=0x100001"]
+    request = {**case.concrete_inputs(4096, 4096), "write_readback": 0x100001 * 4096}
+    want = expect_call(config, 4096, "page source", case, "native", request)
+    assert want.readback == [0x4D325752, 0x1000, 0x1]
+    answer = {"id": "x", "ret": 0x10000000, "flag": 0, "err_name": None, "addr_arg": 0,
+              "reads": [[0, MARKER_MAGIC, 0x100001, 0]], "signal": None, "signal_at": None,
+              "readback": [0x4D325752, 0x1000, 0x1]}
+    assert judge_call(config, 4096, case, request, answer, want)[1] == []
+    stale = {**answer, "readback": [MARKER_MAGIC, 0x100001, 0]}    # the write went elsewhere
+    assert "still holds the marker of block 0x100001" in judge_call(config, 4096, case, request, stale, want)[1][0]
+    failed = {**answer, "readback": "seek: EINVAL"}
+    assert "could not be read back: seek: EINVAL" in judge_call(config, 4096, case, request, failed, want)[1][0]
+
+
+def test_the_sealed_memfd_holds_the_marker_of_block_0():
+    result = expectation("i386", "errors/private-writable-mapping-of-a-write-sealed-memfd-maps", 4096)
+    assert result.reads == [(0, 0)]
