@@ -238,6 +238,18 @@ static const char *const addr_from_names[] = {
 #include "vocabulary.h"
 	0
 };
+enum {
+	STACK_own,	/* no `stack`: the stub's ordinary call */
+#define STACK(v) STACK_##v,
+#include "vocabulary.h"
+	NSTACKS
+};
+static const char *const stack_names[] = {
+	"",
+#define STACK(v) #v,
+#include "vocabulary.h"
+	0
+};
 
 static int streq(const char *a, const char *b)
 {
@@ -692,6 +704,7 @@ static void do_probe(const char *id)
 static struct {
 	int call, fd_kind, addr_from_premap, nmarkers, nreads;
 	int set_memlock, set_data, drop_caps, write_readback;
+	int stack;		/* STACK_*: the stack pointer of the mmap2 trap */
 	int in_process;		/* "fork":0: no child, so a tracer sees one process */
 	ulong prot, flags, open_flags;
 	u64 addr, delta, len, offset, blocks, premap_len, premap_addr;
@@ -1007,6 +1020,13 @@ static void run_case(void)
 	}
 	put_err_name(err);
 #else
+#ifdef ABI_HAS_STACK_ARGUMENTS
+	if (cs.stack != STACK_own)	/* fd and offset are never stored */
+		ret = abi_syscall6_sp(NR_MMAP2, addr, cs.len, cs.prot, cs.flags,
+				      cs.stack == STACK_high ? 0x80000000UL : premap,
+				      &flag);
+	else
+#endif
 	ret = abi_syscall6(NR_MMAP2, addr, cs.len, cs.prot, cs.flags, fd,
 			   cs.offset, &flag);
 	err = ABI_ERRNO(ret, flag);
@@ -1218,6 +1238,17 @@ static const char *prepare_call(const char **arg)
 		if (!cs.premap_len)
 			return "addr_from premap needs premap_len";
 		cs.addr_from_premap = 1;
+	}
+	cs.stack = STACK_own;
+	if (HAS(K_stack)) {
+#if defined(ABI_HAS_STACK_ARGUMENTS) && !defined(HELPER_LIBC)
+		if ((cs.stack = lookup(stack_names, rq.str[K_stack])) <= 0)
+			return *arg = rq.str[K_stack], "bad stack";
+		if (cs.stack == STACK_premap && !cs.premap_len)
+			return "stack premap needs premap_len";
+#else
+		return *arg = rq.str[K_stack], "stack not offered by this ABI and flavour";
+#endif
 	}
 	cs.markers = markers_arr;
 	cs.nmarkers = HAS(K_markers) ? rq.n[K_markers] : -1;

@@ -26,6 +26,7 @@
  *   OPEN(token)              an `open` token: O_<token>
  *   FD(kind)                 an `fd` kind
  *   ADDR_FROM(value)         an `addr_from` value
+ *   STACK(value)             a `stack` value (the raw mips-o32 stub only)
  *   ERRNO(name)              an errno name the helper knows (probe, err_name)
  *   SIGNAL(name)             a signal name the helper reports
  *   HELPER_CONST(name)       a uapi constant the helper uses itself (probe)
@@ -51,6 +52,9 @@
 #endif
 #ifndef ADDR_FROM
 #define ADDR_FROM(value)
+#endif
+#ifndef STACK
+#define STACK(value)
 #endif
 #ifndef ERRNO
 #define ERRNO(name)
@@ -85,6 +89,7 @@ KEY(rlimit_memlock, i, MMAP)
 KEY(rlimit_data, i, MMAP)
 KEY(drop_caps, i, MMAP)
 KEY(write_readback, i, MMAP)
+KEY(stack, s, MMAP)
 KEY(fork, i, HARNESS)
 
 /* The mapping calls come first: the helper's file calls follow them. */
@@ -127,6 +132,9 @@ FD(memfd_sealed)
 
 ADDR_FROM(premap)
 
+STACK(high)
+STACK(premap)
+
 ERRNO(EPERM)
 ERRNO(ENOENT)
 ERRNO(EINTR)
@@ -165,6 +173,7 @@ HELPER_CONST(O_DIRECTORY)
 #undef OPEN
 #undef FD
 #undef ADDR_FROM
+#undef STACK
 #undef ERRNO
 #undef SIGNAL
 #undef HELPER_CONST

@@ -22,7 +22,7 @@ CLAUSES_FILE = REPO / "tests" / "clauses.toml"
 VOCABULARY_FILE = HELPERS_DIR / "vocabulary.h"
 _ENTRY = re.compile(r"^([A-Z_]+)\(([^()]*)\)\s*$")
 _ENTRY_ARITY = {"KEY": 3, "CALL": 2, "PROT": 1, "FLAG": 1, "OPEN": 1, "FD": 1, "ADDR_FROM": 1,
-                "ERRNO": 1, "SIGNAL": 1, "HELPER_CONST": 1}
+                "STACK": 1, "ERRNO": 1, "SIGNAL": 1, "HELPER_CONST": 1}
 KEY_TYPES = {"s": str, "i": int, "a": list}
 KEY_SCOPES = ("FRAME", "FILE", "MMAP", "HARNESS")
 CALL_KINDS = ("STUB_MMAP", "LIBC", "STUB_FILE")
@@ -42,6 +42,7 @@ class Vocabulary:
     open: tuple[str, ...]
     fd: tuple[str, ...]
     addr_from: tuple[str, ...]
+    stack: tuple[str, ...]
     errno: tuple[str, ...]
     signals: tuple[str, ...]
     helper_consts: tuple[str, ...]
@@ -84,7 +85,7 @@ def load_vocabulary(path: Path = VOCABULARY_FILE) -> Vocabulary:
     one = {name: tuple(row[0] for row in rows) for name, rows in entries.items()}
     return Vocabulary(keys={n: (t, s) for n, t, s in entries["KEY"]}, calls=dict(entries["CALL"]),
                       prot=one["PROT"], flags=one["FLAG"], open=one["OPEN"], fd=one["FD"],
-                      addr_from=one["ADDR_FROM"], errno=one["ERRNO"], signals=one["SIGNAL"],
+                      addr_from=one["ADDR_FROM"], stack=one["STACK"], errno=one["ERRNO"], signals=one["SIGNAL"],
                       helper_consts=one["HELPER_CONST"])
 
 
@@ -104,7 +105,7 @@ FILE_CALL_EXPECTS = ("success",)
 # Inputs a row may give, with the type the helper protocol takes.
 INT_INPUTS = VOCABULARY.keys_of("FILE", "MMAP", types="i")
 STR_INPUTS = {key: None for key in VOCABULARY.keys_of("FILE", "MMAP", types="s")}
-STR_INPUTS.update(fd=VOCABULARY.fd, addr_from=VOCABULARY.addr_from)
+STR_INPUTS.update(fd=VOCABULARY.fd, addr_from=VOCABULARY.addr_from, stack=VOCABULARY.stack)
 LIST_INPUTS = VOCABULARY.keys_of("FILE", "MMAP", types="a")
 MAX_READS = 16
 META = ("id", "clause", "call", "op", "check", "expect", "source", "trace", "requires", "scratch", "flavours")

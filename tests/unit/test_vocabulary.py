@@ -35,7 +35,7 @@ def test_protocol_md_lists_every_key_with_its_type():
 
 
 @pytest.mark.parametrize("key, words", [
-    ("call", "calls"), ("fd", "fd"), ("addr_from", "addr_from"),
+    ("call", "calls"), ("fd", "fd"), ("addr_from", "addr_from"), ("stack", "stack"),
 ])
 def test_protocol_md_lists_the_choices_of_a_key(key, words):
     meaning = input_table()[key][1]
@@ -61,7 +61,7 @@ def test_protocol_md_names_the_keys_a_file_call_takes():
 
 def test_protocol_md_names_no_word_the_vocabulary_lacks():
     # Every "one of" / "tokens:" list in the document is one of the vocabulary's lists.
-    known = [list(VOCABULARY.calls), list(VOCABULARY.fd), list(VOCABULARY.addr_from),
+    known = [list(VOCABULARY.calls), list(VOCABULARY.fd), list(VOCABULARY.addr_from), list(VOCABULARY.stack),
              list(VOCABULARY.prot), list(VOCABULARY.flags), list(VOCABULARY.open),
              list(VOCABULARY.errno), list(VOCABULARY.signals), list(VOCABULARY.helper_consts)]
     for group in words_after(PROTOCOL, "one of") + words_after(PROTOCOL, "tokens:"):
