@@ -32,6 +32,7 @@
 #include <linux/auxvec.h>
 #include <linux/capability.h>
 #include <linux/fcntl.h>
+#include <linux/memfd.h>		/* fd "memfd_sealed" */
 #include <linux/mman.h>
 #include <linux/mount.h>		/* init mode: MS_ flags */
 #include <linux/reboot.h>	/* init mode: power off */
@@ -70,6 +71,13 @@ typedef unsigned long long u64;
 #else
 #define NR_MMAP2 (-1UL)
 #define NR_PREMAP __NR_mmap
+#endif
+
+/* fcntl takes 64-bit locks as fcntl64 on the 32-bit ABIs. */
+#if defined(__NR_fcntl64)
+#define NR_FCNTL __NR_fcntl64
+#else
+#define NR_FCNTL __NR_fcntl
 #endif
 
 #define WHENCE_SET 0	/* SEEK_SET on every ABI (include/uapi/linux/fs.h) */
@@ -143,55 +151,105 @@ static long wait_child(long pid, int *status)
 /* ---- name tables ---- */
 
 struct name { const char *name; ulong val; };
-#define N(x) { #x, x }
 
+/* The vocabulary of the protocol: helpers/vocabulary.h, which the harness
+ * reads too. Each table below is one expansion of its lines. */
 static const struct name errnos[] = {
-	N(EPERM), N(ENOENT), N(EINTR), N(EIO), N(EBADF), N(EAGAIN), N(ENOMEM),
-	N(EACCES), N(EFAULT), N(EEXIST), N(ENODEV), N(ENOTDIR), N(EISDIR),
-	N(EINVAL), N(ENFILE), N(EMFILE), N(ETXTBSY), N(EFBIG), N(ENOSPC),
-	N(ESPIPE), N(ENOSYS), N(EOVERFLOW), N(EOPNOTSUPP), { 0, 0 }
+#define ERRNO(n) { #n, n },
+#include "vocabulary.h"
+	{ 0, 0 }
 };
-static const struct name signals[] = { N(SIGBUS), N(SIGSEGV), { 0, 0 } };
+static const struct name signals[] = {
+#define SIGNAL(n) { #n, n },
+#include "vocabulary.h"
+	{ 0, 0 }
+};
 
 /* Input tokens; the probe reports them with their prefix. */
 static const struct name prot_tokens[] = {
-	{ "NONE", PROT_NONE }, { "READ", PROT_READ }, { "WRITE", PROT_WRITE },
-	{ "EXEC", PROT_EXEC }, { "SEM", PROT_SEM }, { 0, 0 }
+#define PROT(t) { #t, PROT_##t },
+#include "vocabulary.h"
+	{ 0, 0 }
 };
 static const struct name flag_tokens[] = {
-	{ "SHARED", MAP_SHARED }, { "PRIVATE", MAP_PRIVATE },
-	{ "SHARED_VALIDATE", MAP_SHARED_VALIDATE }, { "FIXED", MAP_FIXED },
-	{ "FIXED_NOREPLACE", MAP_FIXED_NOREPLACE },
-	{ "ANONYMOUS", MAP_ANONYMOUS }, { "NORESERVE", MAP_NORESERVE },
-	{ "POPULATE", MAP_POPULATE }, { "LOCKED", MAP_LOCKED }, { 0, 0 }
+#define FLAG(t) { #t, MAP_##t },
+#include "vocabulary.h"
+	{ 0, 0 }
 };
 static const struct name open_tokens[] = {
-	{ "RDONLY", O_RDONLY }, { "WRONLY", O_WRONLY }, { "RDWR", O_RDWR },
-	{ "APPEND", O_APPEND }, { "LARGEFILE", O_LARGEFILE }, { 0, 0 }
+#define OPEN(t) { #t, O_##t },
+#include "vocabulary.h"
+	{ 0, 0 }
 };
 /* Flags the helper itself opens with. */
 static const struct name other_consts[] = {
-	N(O_CREAT), N(O_EXCL), N(O_DIRECTORY), { 0, 0 }
+#define HELPER_CONST(n) { #n, n },
+#include "vocabulary.h"
+	{ 0, 0 }
 };
 
-/* The mmap calls come first: every call from C_EXTEND on is a file call,
- * which makes no mapping and takes only the keys of FILE_CALL_KEYS. */
-enum { C_MMAP2, C_MMAP, C_MMAP64, C_EXTEND, C_OPEN };
-static const char *const call_names[] = {
-	"mmap2", "mmap", "mmap64", "extend", "open", 0
+/* The calls, in the vocabulary's order: the mapping calls first, then the
+ * file calls, which make no mapping and take only the keys of
+ * file_call_keys (FRAME and FILE in the vocabulary). */
+enum {
+#define CALL(n, kind) C_##n,
+#include "vocabulary.h"
+	NCALLS
 };
-#define FILE_CALLS (1 << C_EXTEND | 1 << C_OPEN)
+static const char *const call_names[] = {
+#define CALL(n, kind) #n,
+#include "vocabulary.h"
+	0
+};
+/* The calls of each kind, as masks over C_<call>. */
+enum { KIND_STUB_MMAP, KIND_LIBC, KIND_STUB_FILE };
+enum {
+	STUB_MMAP_CALLS = 0
+#define CALL(n, kind) | (KIND_##kind == KIND_STUB_MMAP) << C_##n
+#include "vocabulary.h"
+	,
+	LIBC_CALLS = 0
+#define CALL(n, kind) | (KIND_##kind == KIND_LIBC) << C_##n
+#include "vocabulary.h"
+	,
+	FILE_CALLS = 0
+#define CALL(n, kind) | (KIND_##kind == KIND_STUB_FILE) << C_##n
+#include "vocabulary.h"
+};
 #ifdef HELPER_LIBC
-#define CALLS_OFFERED (1 << C_MMAP | 1 << C_MMAP64)
+#define CALLS_OFFERED LIBC_CALLS
 #elif defined(__NR_mmap2)
-#define CALLS_OFFERED (1 << C_MMAP2 | FILE_CALLS)
+#define CALLS_OFFERED (STUB_MMAP_CALLS | FILE_CALLS)
 #else
 #define CALLS_OFFERED FILE_CALLS
 #endif
 
-enum { FD_NONE, FD_FILE, FD_CLOSED, FD_BAD, FD_DEVZERO, FD_PIPE, FD_DIR };
+enum {
+#define FD(kind) FD_##kind,
+#include "vocabulary.h"
+	NFDS
+};
 static const char *const fd_names[] = {
-	"none", "file", "closed", "bad", "devzero", "pipe", "dir", 0
+#define FD(kind) #kind,
+#include "vocabulary.h"
+	0
+};
+static const char *const addr_from_names[] = {
+#define ADDR_FROM(v) #v,
+#include "vocabulary.h"
+	0
+};
+enum {
+	STACK_own,	/* no `stack`: the stub's ordinary call */
+#define STACK(v) STACK_##v,
+#include "vocabulary.h"
+	NSTACKS
+};
+static const char *const stack_names[] = {
+	"",
+#define STACK(v) #v,
+#include "vocabulary.h"
+	0
 };
 
 static int streq(const char *a, const char *b)
@@ -361,19 +419,20 @@ static void protocol_error(const char *id, const char *msg, const char *arg)
 /* ---- input: a flat JSON object ---- */
 
 enum {
-	K_OP, K_ID, K_CALL, K_ADDR, K_ADDR_FROM, K_ADDR_DELTA, K_LEN, K_PROT,
-	K_PROT_RAW, K_FLAGS, K_FLAGS_RAW, K_OFFSET, K_FD, K_OPEN,
-	K_FILE_BLOCKS, K_MARKERS, K_PREMAP_LEN, K_PREMAP_ADDR, K_READS,
-	K_RLIMIT_MEMLOCK, K_DROP_CAPS, K_FORK, NKEYS
+#define KEY(n, type, scope) K_##n,
+#include "vocabulary.h"
+	NKEYS
 };
 static const char *const key_names[] = {
-	"op", "id", "call", "addr", "addr_from", "addr_delta", "len", "prot",
-	"prot_raw", "flags", "flags_raw", "offset", "fd", "open",
-	"file_blocks", "markers", "premap_len", "premap_addr", "reads",
-	"rlimit_memlock", "drop_caps", "fork", 0
+#define KEY(n, type, scope) #n,
+#include "vocabulary.h"
+	0
 };
 /* s: string, i: integer, a: integer array; one per key above. */
-static const char key_types[] = "sssisiisisiissiaiiaiii";
+static const char key_types[] =
+#define KEY(n, type, scope) #type
+#include "vocabulary.h"
+	;
 
 static struct {
 	unsigned long seen;	/* bit per key */
@@ -512,8 +571,8 @@ static const char *parse_line(char *line)
 				return "bad string";
 			type = 's';
 		} else if (*cur == '[') {
-			u64 *a = k == K_MARKERS ? markers_arr :
-				 k == K_READS ? reads_arr : junk_arr;
+			u64 *a = k == K_markers ? markers_arr :
+				 k == K_reads ? reads_arr : junk_arr;
 			cur++;
 			skip_ws();
 			if (*cur != ']') for (;;) {
@@ -563,8 +622,13 @@ static const char *parse_line(char *line)
 }
 
 #define HAS(k) (rq.seen & 1UL << (k))
-#define FILE_CALL_KEYS (1UL << K_OP | 1UL << K_ID | 1UL << K_CALL | \
-			1UL << K_FILE_BLOCKS | 1UL << K_MARKERS | 1UL << K_OPEN)
+/* The keys a file call takes: the frame's and the FILE ones. */
+enum { SCOPE_FRAME, SCOPE_FILE, SCOPE_MMAP, SCOPE_HARNESS };
+static const unsigned long file_call_keys = 0
+#define KEY(n, type, scope) \
+	| (unsigned long)(SCOPE_##scope == SCOPE_FRAME || SCOPE_##scope == SCOPE_FILE) << K_##n
+#include "vocabulary.h"
+	;
 
 /* ---- probe ---- */
 
@@ -661,11 +725,14 @@ static void do_probe(const char *id)
 
 static struct {
 	int call, fd_kind, addr_from_premap, nmarkers, nreads;
-	int set_memlock, drop_caps;
+	int set_memlock, set_data, drop_caps, write_readback;
+	int stack;		/* STACK_*: the stack pointer of the mmap2 trap */
 	int in_process;		/* "fork":0: no child, so a tracer sees one process */
 	ulong prot, flags, open_flags;
 	u64 addr, delta, len, offset, blocks, premap_len, premap_addr;
 	u64 memlock[2];		/* struct rlimit64: soft, hard */
+	u64 data[2];		/* RLIMIT_DATA, the same */
+	u64 write_at;		/* write_readback: the file offset of mapping offset 0 */
 	u64 *markers, *reads;
 	u64 seq;		/* case number, for a unique file name */
 } cs;
@@ -739,18 +806,18 @@ static int make_file(void)
 		setup_error("file name too long", 0);
 	if (cs.blocks > 1ULL << 50)
 		setup_error("file_blocks too large", 0);
-	if (cs.call == C_EXTEND && !cs.blocks)
+	if (cs.call == C_extend && !cs.blocks)
 		setup_error("extend needs file_blocks of 1 or more", 0);
 
 	wfd = sys(__NR_openat, AT_FDCWD, (ulong)path,
 		  O_RDWR | O_CREAT | O_EXCL | O_LARGEFILE, 0600, 0);
 	if (wfd < 0)
 		setup_error("create file", wfd);
-	named = cs.call == C_OPEN;
+	named = cs.call == C_open;
 	fd = wfd;
 	if (!(FILE_CALLS & 1 << cs.call))
 		fd = sys(__NR_openat, AT_FDCWD, (ulong)path, cs.open_flags, 0, 0);
-	if (cs.call != C_OPEN)
+	if (cs.call != C_open)
 		sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
 	if (fd < 0)
 		setup_error("open file", fd);
@@ -776,7 +843,7 @@ static int make_file(void)
 	 * marker), from its start. A 32-bit kernel refuses a seek past
 	 * MAX_LFS_FILESIZE (EINVAL), so only a write that starts there can
 	 * meet the EFBIG of a file that would outgrow it. */
-	if (cs.call == C_EXTEND) {
+	if (cs.call == C_extend) {
 		if ((r = seek_to(wfd, (cs.blocks - 1) * BLOCK)) < 0)
 			setup_error("seek", r);
 		return wfd;
@@ -790,37 +857,49 @@ static int make_file(void)
 			setup_error("write end", r < 0 ? r : 0);
 	}
 	sys(__NR_close, wfd, 0, 0, 0, 0);
-	return cs.call == C_OPEN ? -1 : fd;
+	return cs.call == C_open ? -1 : fd;
 }
 
 static int make_fd(void)
 {
 	int p[2];
-	long fd;
+	long fd, r;
 	switch (cs.fd_kind) {
-	case FD_FILE:
+	case FD_file:
 		return make_file();
-	case FD_CLOSED:
+	case FD_closed:
 		fd = sys(__NR_openat, AT_FDCWD, (ulong)dir, O_RDONLY | O_DIRECTORY, 0, 0);
 		if (fd < 0)
 			setup_error("open dir", fd);
 		sys(__NR_close, fd, 0, 0, 0, 0);
 		return fd;
-	case FD_BAD:
+	case FD_bad:
 		return BAD_FD;
-	case FD_DEVZERO:
+	case FD_devzero:
 		fd = sys(__NR_openat, AT_FDCWD, (ulong)"/dev/zero", cs.open_flags, 0, 0);
 		if (fd < 0)
 			setup_error("open /dev/zero", fd);
 		return fd;
-	case FD_PIPE:
+	case FD_pipe:
 		if ((fd = sys(__NR_pipe2, (ulong)p, 0, 0, 0, 0)) < 0)
 			setup_error("pipe2", fd);
 		return p[0];	/* the write end stays open too */
-	case FD_DIR:
+	case FD_dir:
 		fd = sys(__NR_openat, AT_FDCWD, (ulong)dir, O_RDONLY | O_DIRECTORY, 0, 0);
 		if (fd < 0)
 			setup_error("open dir", fd);
+		return fd;
+	case FD_memfd_sealed:
+		/* One block, its marker at the start, then F_SEAL_WRITE. */
+		fd = sys(__NR_memfd_create, (ulong)"mmap2-helper", MFD_ALLOW_SEALING, 0, 0, 0);
+		if (fd < 0)
+			setup_error("memfd_create", fd);
+		last_block[0] = MARKER;
+		last_block[1] = last_block[2] = 0;
+		if ((r = sys(__NR_write, fd, (ulong)last_block, BLOCK, 0, 0)) != (long)BLOCK)
+			setup_error("write memfd", r < 0 ? r : 0);
+		if ((r = sys(NR_FCNTL, fd, F_ADD_SEALS, F_SEAL_WRITE, 0, 0)) < 0)
+			setup_error("fcntl F_ADD_SEALS F_SEAL_WRITE", r);
 		return fd;
 	}
 	return -1;
@@ -848,6 +927,49 @@ static void put_raw(ulong ret, ulong flag, ulong err)
 	put_err_name(err);
 }
 
+/* write_readback: a pattern written through the mapping at its offset 0, then
+ * read back from the file at write_at through the case's descriptor (seek and
+ * read: pread64 would need each ABI's layout of a 64-bit argument). A seek or
+ * read that fails is reported as a string in place of the words. */
+#define WRITE_MAGIC 0x4D325752U	/* "M2WR" */
+static void write_and_read_back(ulong map, int fd)
+{
+	volatile unsigned int *w = (volatile unsigned int *)map;
+	unsigned int back[3] = { 0, 0, 0 };
+	const char *what = 0;
+	long r;
+	int k;
+
+	frag_flush();	/* a signal in the write leaves the reads intact */
+	w[0] = WRITE_MAGIC;
+	w[1] = (unsigned int)cs.write_at;
+	w[2] = (unsigned int)(cs.write_at >> 32);
+	if ((r = seek_to(fd, cs.write_at)) < 0)
+		what = "seek";
+	else if ((r = sys(__NR_read, fd, (ulong)back, sizeof back, 0, 0)) < 0)
+		what = "read";
+	put_key(&frag, "readback");
+	if (what) {
+		const char *en = errno_name(-r);
+		puts_(&frag, "\"");
+		puts_(&frag, what);
+		puts_(&frag, ": ");
+		if (en)
+			puts_(&frag, en);
+		else
+			put_u64(&frag, -r);
+		puts_(&frag, "\"");
+		return;
+	}
+	putch(&frag, '[');
+	for (k = 0; k < 3; k++) {
+		if (k)
+			putch(&frag, ',');
+		put_u64(&frag, back[k]);
+	}
+	putch(&frag, ']');
+}
+
 static void run_case(void)
 {
 	static const u64 no_core[2] = { 0, 0 };
@@ -865,14 +987,14 @@ static void run_case(void)
 	fd = make_fd();
 	/* The file calls: their raw result is the whole answer. */
 	if (FILE_CALLS & 1 << cs.call) {
-		if (cs.call == C_EXTEND)
+		if (cs.call == C_extend)
 			ret = abi_syscall6(__NR_write, fd, (ulong)last_block, BLOCK,
 					   0, 0, 0, &flag);
 		else
 			ret = abi_syscall6(__NR_openat, AT_FDCWD, (ulong)path,
 					   cs.open_flags, 0, 0, 0, &flag);
 		err = ABI_ERRNO(ret, flag);
-		if (cs.call == C_OPEN) {
+		if (cs.call == C_open) {
 			sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
 			if (!err)
 				sys(__NR_close, ret, 0, 0, 0, 0);
@@ -893,6 +1015,9 @@ static void run_case(void)
 	if (cs.set_memlock &&
 	    (r = sys(__NR_prlimit64, 0, RLIMIT_MEMLOCK, (ulong)cs.memlock, 0, 0)))
 		setup_error("prlimit64 RLIMIT_MEMLOCK", r);
+	if (cs.set_data &&
+	    (r = sys(__NR_prlimit64, 0, RLIMIT_DATA, (ulong)cs.data, 0, 0)))
+		setup_error("prlimit64 RLIMIT_DATA", r);
 	if (cs.drop_caps &&
 	    (r = sys(__NR_capset, (ulong)&cap_hdr, (ulong)no_caps, 0, 0, 0)))
 		setup_error("capset", r);
@@ -902,7 +1027,7 @@ static void run_case(void)
 	{
 		void *p;
 		errno = 0;
-		if (cs.call == C_MMAP)
+		if (cs.call == C_mmap)
 			p = mmap((void *)addr, cs.len, cs.prot, cs.flags, fd,
 				 (off_t)cs.offset);
 		else
@@ -917,6 +1042,13 @@ static void run_case(void)
 	}
 	put_err_name(err);
 #else
+#ifdef ABI_HAS_STACK_ARGUMENTS
+	if (cs.stack != STACK_own)	/* fd and offset are never stored */
+		ret = abi_syscall6_sp(NR_MMAP2, addr, cs.len, cs.prot, cs.flags,
+				      cs.stack == STACK_high ? 0x80000000UL : premap,
+				      &flag);
+	else
+#endif
 	ret = abi_syscall6(NR_MMAP2, addr, cs.len, cs.prot, cs.flags, fd,
 			   cs.offset, &flag);
 	err = ABI_ERRNO(ret, flag);
@@ -951,6 +1083,8 @@ static void run_case(void)
 		putch(&frag, ']');
 	}
 	putch(&frag, ']');
+	if (!err && cs.write_readback)
+		write_and_read_back(ret, fd);
 	frag_flush();
 	case_done();
 }
@@ -1066,68 +1200,83 @@ static const char *prepare_call(const char **arg)
 {
 	ulong v;
 	*arg = 0;
-	if (!HAS(K_CALL))
+	if (!HAS(K_call))
 		return "missing key: call";
-	if ((cs.call = lookup(call_names, rq.str[K_CALL])) < 0)
-		return *arg = rq.str[K_CALL], "unknown call";
+	if ((cs.call = lookup(call_names, rq.str[K_call])) < 0)
+		return *arg = rq.str[K_call], "unknown call";
 	if (!(CALLS_OFFERED & 1 << cs.call))
-		return *arg = rq.str[K_CALL], "call not offered by this flavour";
-	if (FILE_CALLS & 1 << cs.call && rq.seen & ~FILE_CALL_KEYS) {
+		return *arg = rq.str[K_call], "call not offered by this flavour";
+	if (FILE_CALLS & 1 << cs.call && rq.seen & ~file_call_keys) {
 		int k;
-		for (k = 0; !(rq.seen & ~FILE_CALL_KEYS & 1UL << k); k++)
+		for (k = 0; !(rq.seen & ~file_call_keys & 1UL << k); k++)
 			;
 		return *arg = key_names[k], "key not taken by a file call";
 	}
-	if (!(FILE_CALLS & 1 << cs.call) && !HAS(K_LEN))
+	if (!(FILE_CALLS & 1 << cs.call) && !HAS(K_len))
 		return "missing key: len";
-	cs.len = rq.num[K_LEN];
-	cs.addr = HAS(K_ADDR) ? rq.num[K_ADDR] : 0;
-	cs.delta = HAS(K_ADDR_DELTA) ? rq.num[K_ADDR_DELTA] : 0;
-	cs.offset = HAS(K_OFFSET) ? rq.num[K_OFFSET] : 0;
-	cs.blocks = HAS(K_FILE_BLOCKS) ? rq.num[K_FILE_BLOCKS] : 1;
-	cs.premap_len = HAS(K_PREMAP_LEN) ? rq.num[K_PREMAP_LEN] : 0;
-	cs.premap_addr = HAS(K_PREMAP_ADDR) ? rq.num[K_PREMAP_ADDR] : 0;
-	cs.set_memlock = HAS(K_RLIMIT_MEMLOCK);
-	cs.memlock[0] = cs.memlock[1] = rq.num[K_RLIMIT_MEMLOCK];
-	if (HAS(K_DROP_CAPS) && rq.num[K_DROP_CAPS] > 1)
+	cs.len = rq.num[K_len];
+	cs.addr = HAS(K_addr) ? rq.num[K_addr] : 0;
+	cs.delta = HAS(K_addr_delta) ? rq.num[K_addr_delta] : 0;
+	cs.offset = HAS(K_offset) ? rq.num[K_offset] : 0;
+	cs.blocks = HAS(K_file_blocks) ? rq.num[K_file_blocks] : 1;
+	cs.premap_len = HAS(K_premap_len) ? rq.num[K_premap_len] : 0;
+	cs.premap_addr = HAS(K_premap_addr) ? rq.num[K_premap_addr] : 0;
+	cs.set_memlock = HAS(K_rlimit_memlock);
+	cs.memlock[0] = cs.memlock[1] = rq.num[K_rlimit_memlock];
+	cs.set_data = HAS(K_rlimit_data);
+	cs.data[0] = cs.data[1] = rq.num[K_rlimit_data];
+	cs.write_readback = HAS(K_write_readback);
+	cs.write_at = rq.num[K_write_readback];
+	if (HAS(K_drop_caps) && rq.num[K_drop_caps] > 1)
 		return "bad drop_caps";
-	cs.drop_caps = HAS(K_DROP_CAPS) && rq.num[K_DROP_CAPS];
-	if (HAS(K_FORK) && rq.num[K_FORK] > 1)
+	cs.drop_caps = HAS(K_drop_caps) && rq.num[K_drop_caps];
+	if (HAS(K_fork) && rq.num[K_fork] > 1)
 		return "bad fork";
-	cs.in_process = HAS(K_FORK) && !rq.num[K_FORK];
+	cs.in_process = HAS(K_fork) && !rq.num[K_fork];
 
-	cs.prot = HAS(K_PROT_RAW) ? rq.num[K_PROT_RAW] : 0;
-	if (HAS(K_PROT)) {
-		if (parse_tokens(rq.str[K_PROT], prot_tokens, &v))
-			return *arg = rq.str[K_PROT], "bad prot";
+	cs.prot = HAS(K_prot_raw) ? rq.num[K_prot_raw] : 0;
+	if (HAS(K_prot)) {
+		if (parse_tokens(rq.str[K_prot], prot_tokens, &v))
+			return *arg = rq.str[K_prot], "bad prot";
 		cs.prot |= v;
 	}
-	cs.flags = HAS(K_FLAGS_RAW) ? rq.num[K_FLAGS_RAW] : 0;
-	if (HAS(K_FLAGS)) {
-		if (parse_tokens(rq.str[K_FLAGS], flag_tokens, &v))
-			return *arg = rq.str[K_FLAGS], "bad flags";
+	cs.flags = HAS(K_flags_raw) ? rq.num[K_flags_raw] : 0;
+	if (HAS(K_flags)) {
+		if (parse_tokens(rq.str[K_flags], flag_tokens, &v))
+			return *arg = rq.str[K_flags], "bad flags";
 		cs.flags |= v;
 	}
 	cs.open_flags = O_RDONLY | O_LARGEFILE;
-	if (HAS(K_OPEN) &&
-	    parse_tokens(rq.str[K_OPEN], open_tokens, &cs.open_flags))
-		return *arg = rq.str[K_OPEN], "bad open";
-	cs.fd_kind = FILE_CALLS & 1 << cs.call ? FD_FILE : FD_NONE;
-	if (HAS(K_FD) && (cs.fd_kind = lookup(fd_names, rq.str[K_FD])) < 0)
-		return *arg = rq.str[K_FD], "bad fd";
+	if (HAS(K_open) &&
+	    parse_tokens(rq.str[K_open], open_tokens, &cs.open_flags))
+		return *arg = rq.str[K_open], "bad open";
+	cs.fd_kind = FILE_CALLS & 1 << cs.call ? FD_file : FD_none;
+	if (HAS(K_fd) && (cs.fd_kind = lookup(fd_names, rq.str[K_fd])) < 0)
+		return *arg = rq.str[K_fd], "bad fd";
 	cs.addr_from_premap = 0;
-	if (HAS(K_ADDR_FROM)) {
-		if (!streq(rq.str[K_ADDR_FROM], "premap"))
-			return *arg = rq.str[K_ADDR_FROM], "bad addr_from";
+	if (HAS(K_addr_from)) {
+		if (lookup(addr_from_names, rq.str[K_addr_from]) < 0)
+			return *arg = rq.str[K_addr_from], "bad addr_from";
 		if (!cs.premap_len)
 			return "addr_from premap needs premap_len";
 		cs.addr_from_premap = 1;
 	}
+	cs.stack = STACK_own;
+	if (HAS(K_stack)) {
+#if defined(ABI_HAS_STACK_ARGUMENTS) && !defined(HELPER_LIBC)
+		if ((cs.stack = lookup(stack_names, rq.str[K_stack])) <= 0)
+			return *arg = rq.str[K_stack], "bad stack";
+		if (cs.stack == STACK_premap && !cs.premap_len)
+			return "stack premap needs premap_len";
+#else
+		return *arg = rq.str[K_stack], "stack not offered by this ABI and flavour";
+#endif
+	}
 	cs.markers = markers_arr;
-	cs.nmarkers = HAS(K_MARKERS) ? rq.n[K_MARKERS] : -1;
+	cs.nmarkers = HAS(K_markers) ? rq.n[K_markers] : -1;
 	cs.reads = reads_arr;
-	if (HAS(K_READS)) {
-		cs.nreads = rq.n[K_READS];
+	if (HAS(K_reads)) {
+		cs.nreads = rq.n[K_reads];
 	} else {
 		reads_arr[0] = 0;
 		cs.nreads = 1;
@@ -1143,17 +1292,17 @@ static void handle_line(char *line)
 		protocol_error(0, e, 0);
 		return;
 	}
-	id = HAS(K_ID) ? rq.str[K_ID] : 0;
+	id = HAS(K_id) ? rq.str[K_id] : 0;
 	if (sem_err)
 		protocol_error(id, sem_err, sem_arg);
 	else if (!id)
 		protocol_error(0, "missing key: id", 0);
-	else if (!HAS(K_OP))
+	else if (!HAS(K_op))
 		protocol_error(id, "missing key: op", 0);
-	else if (streq(rq.str[K_OP], "probe"))
+	else if (streq(rq.str[K_op], "probe"))
 		do_probe(id);
-	else if (!streq(rq.str[K_OP], "call"))
-		protocol_error(id, "unknown op", rq.str[K_OP]);
+	else if (!streq(rq.str[K_op], "call"))
+		protocol_error(id, "unknown op", rq.str[K_op]);
 	else if ((e = prepare_call(&arg)))
 		protocol_error(id, e, arg);
 	else

@@ -14,28 +14,101 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import tomlcheck
-from .model import FLAVOURS, LIBC_FLAVOURS, REPO, ROW_FACTS
+from .model import FLAVOURS, HELPERS_DIR, LIBC_FLAVOURS, REPO, ROW_FACTS
 from .report import SECTIONS
 from .tomlcheck import STR, Field
 
 CASES_DIR = REPO / "tests" / "cases"
 CLAUSES_FILE = REPO / "tests" / "clauses.toml"
 
-CALLS = ("mmap2", "mmap", "mmap64", "extend", "open")
+VOCABULARY_FILE = HELPERS_DIR / "vocabulary.h"
+_ENTRY = re.compile(r"^([A-Z_]+)\(([^()]*)\)\s*$")
+_ENTRY_ARITY = {"KEY": 3, "CALL": 2, "PROT": 1, "FLAG": 1, "OPEN": 1, "FD": 1, "ADDR_FROM": 1,
+                "STACK": 1, "ERRNO": 1, "SIGNAL": 1, "HELPER_CONST": 1}
+KEY_TYPES = {"s": str, "i": int, "a": list}
+KEY_SCOPES = ("FRAME", "FILE", "MMAP", "HARNESS")
+CALL_KINDS = ("STUB_MMAP", "LIBC", "STUB_FILE")
+
+
+class VocabularyError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """helpers/vocabulary.h as data: the one list of the protocol's words."""
+    keys: dict[str, tuple[str, str]]    # name -> (type letter, scope)
+    calls: dict[str, str]               # name -> kind
+    prot: tuple[str, ...]
+    flags: tuple[str, ...]
+    open: tuple[str, ...]
+    fd: tuple[str, ...]
+    addr_from: tuple[str, ...]
+    stack: tuple[str, ...]
+    errno: tuple[str, ...]
+    signals: tuple[str, ...]
+    helper_consts: tuple[str, ...]
+
+    def keys_of(self, *scopes: str, types: str = "sia") -> tuple[str, ...]:
+        return tuple(k for k, (t, scope) in self.keys.items() if scope in scopes and t in types)
+
+    def calls_of(self, *kinds: str) -> tuple[str, ...]:
+        return tuple(c for c, kind in self.calls.items() if kind in kinds)
+
+
+def load_vocabulary(path: Path = VOCABULARY_FILE) -> Vocabulary:
+    """Read the X-macro lines of helpers/vocabulary.h (the C helper includes the same
+    file): one entry a line, `NAME(arguments)`, outside comments and preprocessor lines."""
+    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group().count("\n"), path.read_text(), flags=re.S)
+    entries: dict[str, list[tuple[str, ...]]] = {name: [] for name in _ENTRY_ARITY}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _ENTRY.match(line)
+        if not match or match.group(1) not in _ENTRY_ARITY:
+            raise VocabularyError(f"{path}:{number}: not a vocabulary entry: {line!r}")
+        args = tuple(a.strip() for a in match.group(2).split(","))
+        if len(args) != _ENTRY_ARITY[match.group(1)] or not all(re.fullmatch(r"\w+", a) for a in args):
+            raise VocabularyError(f"{path}:{number}: {match.group(1)} takes {_ENTRY_ARITY[match.group(1)]} "
+                                  f"names: {line!r}")
+        entries[match.group(1)].append(args)
+    for name, rows in entries.items():
+        firsts = [row[0] for row in rows]
+        if len(set(firsts)) != len(firsts):
+            raise VocabularyError(f"{path}: {name} lists {sorted({f for f in firsts if firsts.count(f) > 1})[0]!r} twice")
+    for name, kind, scope in entries["KEY"]:
+        if kind not in KEY_TYPES or scope not in KEY_SCOPES:
+            raise VocabularyError(f"{path}: KEY({name}, {kind}, {scope}): type is one of {', '.join(KEY_TYPES)}, "
+                                  f"scope one of {', '.join(KEY_SCOPES)}")
+    for name, kind in entries["CALL"]:
+        if kind not in CALL_KINDS:
+            raise VocabularyError(f"{path}: CALL({name}, {kind}): kind is one of {', '.join(CALL_KINDS)}")
+    one = {name: tuple(row[0] for row in rows) for name, rows in entries.items()}
+    return Vocabulary(keys={n: (t, s) for n, t, s in entries["KEY"]}, calls=dict(entries["CALL"]),
+                      prot=one["PROT"], flags=one["FLAG"], open=one["OPEN"], fd=one["FD"],
+                      addr_from=one["ADDR_FROM"], stack=one["STACK"], errno=one["ERRNO"], signals=one["SIGNAL"],
+                      helper_consts=one["HELPER_CONST"])
+
+
+VOCABULARY = load_vocabulary()
+CALLS = tuple(VOCABULARY.calls)
 # The calls the raw flavour makes through its stub (every other call is a libc's).
-RAW_CALLS = ("mmap2", "extend", "open")
-# The file calls make no mapping; they act on the case's file and take only these inputs
-# (helpers/PROTOCOL.md): extend writes the block that sets its size, open opens it again.
-FILE_CALLS = {"extend": ("file_blocks", "markers"), "open": ("file_blocks", "markers", "open")}
+RAW_CALLS = VOCABULARY.calls_of("STUB_MMAP", "STUB_FILE")
+# The file calls make no mapping; they act on the case's file and take only the FILE
+# inputs (helpers/PROTOCOL.md): extend writes the block that sets its size, open opens
+# it again. extend opens nothing, so an `open` there would mean nothing: the harness
+# refuses it (the helper accepts and ignores it).
+FILE_CALLS = {call: tuple(k for k in VOCABULARY.keys_of("FILE") if not (call == "extend" and k == "open"))
+              for call in VOCABULARY.calls_of("STUB_FILE")}
 PROBE_CHECKS = ("mmap2-number", "page-size", "errno-numbers", "signal-numbers")
 CALL_EXPECTS = ("mapping", "high-mapping")
 FILE_CALL_EXPECTS = ("success",)
 # Inputs a row may give, with the type the helper protocol takes.
-INT_INPUTS = ("addr", "addr_delta", "len", "prot_raw", "flags_raw", "offset", "file_blocks",
-              "premap_len", "premap_addr", "rlimit_memlock", "drop_caps")
-STR_INPUTS = {"prot": None, "flags": None, "addr_from": ("premap",),
-              "fd": ("none", "file", "closed", "bad", "devzero", "pipe", "dir"), "open": None}
-LIST_INPUTS = ("markers", "reads")
+INT_INPUTS = VOCABULARY.keys_of("FILE", "MMAP", types="i")
+STR_INPUTS = {key: None for key in VOCABULARY.keys_of("FILE", "MMAP", types="s")}
+STR_INPUTS.update(fd=VOCABULARY.fd, addr_from=VOCABULARY.addr_from, stack=VOCABULARY.stack)
+LIST_INPUTS = VOCABULARY.keys_of("FILE", "MMAP", types="a")
 MAX_READS = 16
 MAX_MARKERS = 4096       # the helper's longest array (PROTOCOL.md, protocol errors)
 # Integers the helper protocol takes: non-negative, up to 2^64-1 (PROTOCOL.md, Input).
@@ -52,14 +125,12 @@ MAX_EXPRESSION = 200
 LOAD_PAGES = (4096, 8192, 16384, 65536)
 META = ("id", "clause", "call", "op", "check", "expect", "source", "trace", "requires", "scratch", "flavours")
 SCRATCH = ("noexec", "large")
-PROT_TOKENS = {"NONE", "READ", "WRITE", "EXEC", "SEM"}
-FLAG_TOKENS = {"SHARED", "PRIVATE", "SHARED_VALIDATE", "FIXED", "FIXED_NOREPLACE", "ANONYMOUS",
-               "NORESERVE", "POPULATE", "LOCKED"}
-OPEN_TOKENS = {"RDONLY", "WRONLY", "RDWR", "APPEND", "LARGEFILE"}
+PROT_TOKENS = set(VOCABULARY.prot)
+FLAG_TOKENS = set(VOCABULARY.flags)
+OPEN_TOKENS = set(VOCABULARY.open)
 TOKEN_SETS = {"prot": PROT_TOKENS, "flags": FLAG_TOKENS, "open": OPEN_TOKENS}
-ERRNO_NAMES = ("EPERM", "ENOENT", "EINTR", "EIO", "EBADF", "EAGAIN", "ENOMEM", "EACCES", "EFAULT",
-               "EEXIST", "ENODEV", "ENOTDIR", "EISDIR", "EINVAL", "ENFILE", "EMFILE", "ETXTBSY",
-               "EFBIG", "ENOSPC", "ESPIPE", "ENOSYS", "EOVERFLOW", "EOPNOTSUPP")
+ERRNO_NAMES = VOCABULARY.errno
+SIGNAL_NAMES = VOCABULARY.signals
 
 
 class CaseError(Exception):

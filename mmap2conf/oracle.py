@@ -14,11 +14,21 @@ from .cases import FILE_CALLS, RAW_CALLS, Case
 from .model import Config
 
 MARKER_MAGIC = 0x4D32434B
+MARKER_BYTES = 12     # three native 32-bit words at the start of a marked block (helpers/PROTOCOL.md)
+WRITE_MAGIC = 0x4D325752   # "M2WR": what write_readback writes at offset 0 of the mapping
+MAN_SHARED_WRITE = ("mmap(2) MAP_SHARED: updates to the mapping are visible to other processes mapping the "
+                    "same region, and are carried through to the underlying file; the file's bytes at the "
+                    "mapping's offset are what read(2) returns (one page cache)")
 EXTEND_BYTES = 4096   # extend writes the file's last 4096-byte block (helpers/PROTOCOL.md)
 MAN_EINVAL_UNIT = ("mmap2(2) ERRORS: EINVAL (Various platforms where the page size is not 4096 "
                    "bytes.) offset * 4096 is not a multiple of the system page size")
 MAN_EINVAL_MMAP = ("mmap(2) ERRORS: EINVAL We don't like addr, length, or offset "
                    "(e.g., they are too large, or not aligned on a page boundary)")
+MAN_PAST_EOF = ("mmap(2) ERRORS: SIGBUS attempted access to a page of the buffer that lies beyond the end "
+                "of the mapped file; NOTES: the remaining bytes in the partial page at the end of the "
+                "mapping are zeroed; tmpfs: mm/shmem.c shmem_get_folio_gfp -EINVAL for index << PAGE_SHIFT "
+                ">= i_size, which shmem_fault turns into VM_FAULT_SIGBUS (Linux 6.1.20 1854-1856, 2140; "
+                "6.18.2 2452-2454, 2739)")
 MAN_RETURN = ("mmap2(2) RETURN VALUE: on success a pointer to the mapped area; on error -1 "
               "and errno; mmap(2): the address is page aligned, MAP_FIXED places it exactly at addr")
 
@@ -37,14 +47,23 @@ class Expectation:
     maps: bool = True             # False for the file calls (extend, open): no mapping to check
     clause: str = ""
     sources: list[str] = field(default_factory=list)
+    # File mappings: what each read must see, from the file's size, its markers and the
+    # page size: a block number (its marker), "zero" (a hole, or past the end of the file
+    # in the page that holds it) or "SIGBUS" (a page past that one; the read that dies).
+    reads: list[tuple[int, int | str]] = field(default_factory=list)
+    readback: list[int] | None = None   # write_readback: the words the file must hold afterwards
 
     def describe(self) -> dict:
         if not self.success:
             return {"result": "error", "errno": self.errno}
         if not self.maps:
             return {"result": "success"}
+        sigbus = [offset for offset, want in self.reads if want == "SIGBUS"]
         return {"result": "mapped", **({"block": self.block} if self.block is not None else {}),
-                **({"contents": "zero"} if self.zero else {})}
+                **({"contents": "zero"} if self.zero else {}),
+                **({"signal": "SIGBUS", "signal_at": sigbus[0]} if sigbus else {}),
+                **({"readback": f"{self.readback[0]:#x},{self.readback[1]:#x},{self.readback[2]:#x}"}
+                   if self.readback else {})}
 
 
 def expect_call(config: Config, properties, case: Case, request: dict) -> Expectation:
@@ -81,9 +100,47 @@ def expect_call(config: Config, properties, case: Case, request: dict) -> Expect
     # mmap2(2) VERSIONS says the unit is the page on ia64; such rows check that sentence.
     clause = ("mmap2.VERSIONS.ia64-unit" if case.call == "mmap2" and case.clause == "mmap2.DESCRIPTION.unit"
               and config.offset_unit.value == "page" else case.clause)
-    return Expectation(True, block=byte_offset // 4096 if request.get("fd") == "file" else None,
-                       zero=request.get("fd", "none") == "none", high=wanted == "high-mapping",
-                       clause=clause, sources=sources + unit_sources)
+    # MAP_ANONYMOUS ignores fd (mmap(2)): such a mapping reads as zeros whatever fd is.
+    anonymous = "ANONYMOUS" in request.get("flags", "").split("|") or request.get("fd", "none") == "none"
+    file_mapping = request.get("fd") in ("file", "memfd_sealed") and not anonymous
+    # memfd_sealed is one 4096-byte block with the marker of block 0 (helpers/PROTOCOL.md).
+    contents = ({**request, "file_blocks": 1, "markers": [0]} if request.get("fd") == "memfd_sealed"
+                else request)
+    reads = expected_reads(contents, byte_offset, page_size) if file_mapping else []
+    if any(want == "SIGBUS" for _, want in reads):
+        sources = sources + [MAN_PAST_EOF]
+    readback = None
+    if "write_readback" in request:
+        at = request["write_readback"]
+        readback = [WRITE_MAGIC, at & 0xFFFFFFFF, at >> 32]
+        sources = sources + [MAN_SHARED_WRITE]
+    return Expectation(True, block=byte_offset // 4096 if file_mapping else None,
+                       zero=anonymous, high=wanted == "high-mapping",
+                       clause=clause, sources=sources + unit_sources, reads=reads, readback=readback)
+
+
+def expected_reads(request: dict, byte_offset: int, page_size: int) -> list[tuple[int, int | str]]:
+    """What each read of a file mapping must see (helpers/PROTOCOL.md: the file has
+    file_blocks 4096-byte blocks, a marker at each of `markers`, holes elsewhere).
+
+    Past the end of the file the bytes of the page that holds the end read as zero, and
+    a page beyond it raises SIGBUS (mmap(2) NOTES and ERRORS): the first such read is the
+    last one the child makes, so the list ends there."""
+    size = request.get("file_blocks", 1) * 4096
+    pages_in_file = -(-size // page_size)
+    markers = set(request.get("markers", range(min(request.get("file_blocks", 1), 4096))))
+    reads = []
+    for offset in request.get("reads", [0]):
+        at = byte_offset + offset
+        if at // page_size >= pages_in_file:
+            reads.append((offset, "SIGBUS"))
+            break
+        block, within = divmod(at, 4096)
+        if 0 < within < MARKER_BYTES:
+            raise OracleError(f"a read at file offset {at:#x} would straddle the marker of block {block:#x}: "
+                              f"read at a block's start or at least {MARKER_BYTES} bytes into it")
+        reads.append((offset, block if block in markers and at < size and not within else "zero"))
+    return reads
 
 
 def decode_raw(config: Config, ret: int, flag: int) -> int | None:
@@ -124,6 +181,8 @@ def observe_call(config: Config, case: Case, answer: dict) -> dict:
         if answer.get("reads"):
             observed["block"] = decode_marker(answer["reads"][0][1:])
             observed["blocks_read"] = [decode_marker(read[1:]) for read in answer["reads"]]
+    if isinstance(answer.get("readback"), list):
+        observed["readback"] = ",".join(f"{w:#x}" for w in answer["readback"])
     for key in ("signal", "signal_at", "setup_error", "err_name"):
         if answer.get(key) is not None:
             observed[key] = answer[key]
@@ -137,9 +196,13 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
     if "setup_error" in observed:
         return observed, [f"the helper could not set the case up: {observed['setup_error']}"]
     problems = []
-    if observed.get("signal") is not None:
+    sigbus_at = next((offset for offset, want in expectation.reads if want == "SIGBUS"), None)
+    if observed.get("signal") is not None and not (
+            expectation.success and observed.get("signal") == "SIGBUS" and observed.get("signal_at") == sigbus_at
+            and sigbus_at is not None):
         problems.append(f"the helper died of {observed['signal']} while reading offset "
-                        f"{observed.get('signal_at')}")
+                        f"{observed.get('signal_at')}"
+                        + (f" (SIGBUS was expected at offset {sigbus_at:#x})" if sigbus_at is not None else ""))
     if not expectation.success:
         if observed["result"] != "error":
             problems.append(f"expected {expectation.errno}, the call succeeded at {observed['ret']}")
@@ -160,15 +223,33 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
         problems.append(f"address {address:#x} is not aligned to the {page_size}-byte page")
     if "FIXED" in request.get("flags", "").split("|") and address != answer.get("addr_arg"):
         problems.append(f"MAP_FIXED asked for {answer.get('addr_arg', 0):#x}, got {address:#x}")
-    if expectation.block is not None:
-        for offset, *words in answer.get("reads", []):
-            wanted, got = expected_read(expectation.block + offset // 4096, request, page_size), decode_marker(words)
+    if expectation.reads:
+        answered = {read[0]: decode_marker(read[1:]) for read in answer.get("reads", [])}
+        for offset, wanted in expectation.reads:
+            if wanted == "SIGBUS":
+                if offset in answered:
+                    problems.append(f"expected SIGBUS at mapping offset {offset:#x} (past the page that holds "
+                                    f"the end of the file), read {_shown(answered[offset])}")
+                elif observed.get("signal") is None:
+                    problems.append(f"expected SIGBUS at mapping offset {offset:#x}, the child did not die there")
+                break
+            got = answered.get(offset, "nothing")
             if got != wanted:
                 mapped = (f"; the mapping holds file offset {(got - offset // 4096) * 4096:#x}"
                           if isinstance(got, int) else "")
-                problems.append(f"expected {_block_text(wanted)} at mapping offset {offset:#x}, "
-                                f"read {got if isinstance(got, str) else hex(got)}{mapped}")
+                what = "zeros" if wanted == "zero" else f"file block {wanted:#x}"
+                problems.append(f"expected {what} at mapping offset {offset:#x}, read {_shown(got)}{mapped}")
                 break
+    if expectation.readback is not None:
+        back = answer.get("readback")
+        if not isinstance(back, list):
+            problems.append(f"the write through the mapping could not be read back: {back}")
+        elif back != expectation.readback:
+            got = decode_marker(back)
+            held = (f"the file still holds the marker of block {got:#x}" if isinstance(got, int)
+                    else f"read {got}")
+            problems.append(f"the write at mapping offset 0 is not in the file at byte offset "
+                            f"{request['write_readback']:#x}: {held}")
     if expectation.high and address < 1 << 31:
         problems.append(f"address {address:#x} is not above 2 GiB as the case arranged")
     if expectation.zero and observed.get("block") != "zero":
@@ -176,21 +257,8 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
     return observed, problems
 
 
-def expected_read(block: int, request: dict, page_size: int) -> int | str:
-    """What a read of 4096-byte file block ``block`` through a mapping finds: its marker
-    where the row marked it, zeros where it lies past the end of the file but within the
-    page that holds the end (mmap(2) NOTES: the remaining bytes of that page are zeroed;
-    a read past that page is SIGBUS, which the rows do not read)."""
-    size = request.get("file_blocks", 1) * 4096
-    if block * 4096 >= size and block * 4096 < -(-size // page_size) * page_size:
-        return "zero"
-    markers = request.get("markers")
-    return block if markers is None or block in markers else "zero"
-
-
-def _block_text(wanted: int | str) -> str:
-    return f"file block {wanted:#x}" if isinstance(wanted, int) else \
-        "zeros (past the end of the file, within its last page)"
+def _shown(got) -> str:
+    return got if isinstance(got, str) else hex(got)
 
 
 def _encoding_problems(config: Config, case: Case, answer: dict, observed: dict) -> list[str]:

@@ -182,3 +182,74 @@ def test_file_call_errors_use_the_abi_encoding():
 def test_a_file_call_success_is_summarised_as_success():
     from mmap2conf.report import observed_summary
     assert observed_summary({"observed": {"result": "success", "ret": "0x3"}, "outcome": "xfailed"}) == "success"
+
+
+@pytest.mark.parametrize("fd", ["bad", "closed", "none"])
+def test_an_anonymous_mapping_reads_as_zeros_whatever_its_fd(fd):
+    result = expectation("i386", "errors/anonymous-ignores-a-bad-fd", 4096, fd=fd)
+    assert result.success and result.zero and result.block is None
+
+
+@pytest.mark.parametrize("page, reads", [
+    # one 4096-byte block, two pages mapped: the marker, the rest of the first page, SIGBUS
+    (4096, [(0, 0), (4084, "zero"), (4096, "SIGBUS")]),
+    (8192, [(0, 0), (8180, "zero"), (8192, "SIGBUS")]),      # past EOF, in the page holding it: zeros
+    (65536, [(0, 0), (65524, "zero"), (65536, "SIGBUS")]),
+])
+def test_reads_past_the_end_of_the_file_are_zero_in_its_last_page_then_sigbus(page, reads):
+    result = expectation("or1k" if page == 8192 else "i386" if page == 4096 else "hexagon",
+                         "past-eof/read-in-the-eof-page-and-beyond", page)
+    assert result.success and result.reads == reads
+    assert result.describe()["signal_at"] == page
+
+
+def test_unmarked_blocks_inside_the_file_read_as_zeros():
+    # kernel-limits/file-pgoff-0xfffffffe on 8 KiB pages: the marked last block, then the
+    # rest of the page that holds the end of the file
+    result = expectation("or1k", "kernel-limits/file-pgoff-0xfffffffe", 8192)
+    assert result.reads == [(0, 0xFFFFFFFE), (4096, "zero")]
+    result = expectation("i386", "offset-unit/pgoff=1", 4096, markers=[0])
+    assert result.reads == [(0, "zero")]
+
+
+def test_a_read_that_straddles_a_marker_is_a_contradiction():
+    with pytest.raises(OracleError, match="straddle"):
+        expectation("i386", "offset-unit/pgoff=1", 4096, reads=[4])
+
+
+def sigbus_answer(request, reads, signal="SIGBUS", at=4096):
+    return {"id": "x", "ret": 0x10000000, "flag": 0, "err_name": None, "addr_arg": 0,
+            "reads": reads, "signal": signal, "signal_at": at}
+
+
+def test_the_expected_sigbus_passes_and_any_other_death_fails():
+    config, case = CONFIGS["i386"], CASES["past-eof/read-in-the-eof-page-and-beyond"]
+    request = case.concrete_inputs(4096, 4096)
+    want = expect_call(config, system(4096), case, request)
+    marker = [MARKER_MAGIC, 0, 0]
+    reads = [[0, *marker], [4084, 0, 0, 0]]
+    assert judge_call(config, 4096, case, request, sigbus_answer(request, reads), want)[1] == []
+    problems = judge_call(config, 4096, case, request, sigbus_answer(request, reads, "SIGSEGV"), want)[1]
+    assert "died of SIGSEGV" in problems[0]
+    no_signal = sigbus_answer(request, reads + [[4096, 0, 0, 0]], signal=None, at=None)
+    assert "expected SIGBUS at mapping offset 0x1000" in judge_call(config, 4096, case, request, no_signal, want)[1][0]
+
+
+def test_a_shared_write_must_be_read_back_from_the_file_at_the_mapping_offset():
+    config, case = CONFIGS["i386"], CASES["large-offsets/shared-pgoff=0x100001"]
+    request = {**case.concrete_inputs(4096, 4096), "write_readback": 0x100001 * 4096}
+    want = expect_call(config, system(4096), case, request)
+    assert want.readback == [0x4D325752, 0x1000, 0x1]
+    answer = {"id": "x", "ret": 0x10000000, "flag": 0, "err_name": None, "addr_arg": 0,
+              "reads": [[0, MARKER_MAGIC, 0x100001, 0]], "signal": None, "signal_at": None,
+              "readback": [0x4D325752, 0x1000, 0x1]}
+    assert judge_call(config, 4096, case, request, answer, want)[1] == []
+    stale = {**answer, "readback": [MARKER_MAGIC, 0x100001, 0]}    # the write went elsewhere
+    assert "still holds the marker of block 0x100001" in judge_call(config, 4096, case, request, stale, want)[1][0]
+    failed = {**answer, "readback": "seek: EINVAL"}
+    assert "could not be read back: seek: EINVAL" in judge_call(config, 4096, case, request, failed, want)[1][0]
+
+
+def test_the_sealed_memfd_holds_the_marker_of_block_0():
+    result = expectation("i386", "errors/private-writable-mapping-of-a-write-sealed-memfd-maps", 4096)
+    assert result.reads == [(0, 0)]
