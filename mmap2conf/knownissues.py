@@ -94,6 +94,8 @@ class KnownIssue:
 
 
 def _shows(key: str, value: str, observed: dict, names: dict, line: int) -> bool:
+    if key == "signal" and value == "none":   # the answer came without the child dying
+        return observed.get("signal") is None
     if key == "block":
         if value == "zero":
             return observed.get("block") == "zero"
@@ -186,12 +188,14 @@ def load_known_issues(path: Path = KNOWN_ISSUES_FILE) -> list[KnownIssue]:
 def _symptom_problem(symptom) -> str | None:
     if not isinstance(symptom, dict) or not symptom:
         return ('a table (or a list of tables, alternatives): { errno = NAME }, { result = "mapped" '
-                '[, block = EXPR or "zero"] }, { signal = NAME } or { result = "success" }')
+                '[, block = EXPR or "zero"] [, signal = "none"] }, { signal = NAME } or { result = "success" }')
     for key, value in symptom.items():
         if key not in SYMPTOM_KEYS or not isinstance(value, str):
             return f"{key!r} is not one of {', '.join(SYMPTOM_KEYS)} with a string value"
     if "result" in symptom and symptom["result"] not in RESULTS:
         return f"result {symptom['result']!r} is not one of {', '.join(RESULTS)}"
+    if "signal" in symptom and symptom["signal"] == "none" and symptom.get("result") != "mapped":
+        return 'signal = "none" goes with result = "mapped"'
     if "block" in symptom and symptom.get("result") != "mapped":
         return 'block goes with result = "mapped"'
     if "block" in symptom and symptom["block"] != "zero":

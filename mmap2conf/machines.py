@@ -26,7 +26,8 @@ class KernelPackage:
 
     package: str
     suite: str
-    arch: str
+    arch: str          # the architecture index it is looked up in: the host's (amd64) for an
+                       # Architecture: all package, which every index lists
     path: str          # a glob inside the unpacked package
 
 

@@ -13,7 +13,7 @@ COPY_IGNORE = shutil.ignore_patterns(".venv", ".cache", ".git", "reports", "__py
 TABLE = "tests/cases/offset-unit.toml"
 ROW = 'id = "pgoff=2"\noffset = 2\n'          # the row that is broken
 KNOWN = "known-issues.toml"
-KI_1 = 'cases = ["errors/unknown-prot-bit"]\n'
+KI_1 = 'cases = ["errors/unknown-prot-bit", "precedence/bad-fd-and-unknown-prot-bit"]\n'
 CLAUSES = "tests/clauses.toml"
 CLAUSE = 'section = "SYNOPSIS"\npage = "mmap2(2)"\n'
 
