@@ -9,8 +9,13 @@
  *         system call made through the stub, or one of the two file calls
  *         (extend: the write that sets the file's size; open: reopening it),
  *         which every ABI has, the 64-bit controls too.
- *   glibc, musl (HELPER_LIBC): the call under test is the libc's mmap or
- *         mmap64 (musl's off_t is 64 bits, and its mmap64 is mmap).
+ *   glibc, musl (HELPER_LIBC, with HELPER_LIBC_GLIBC or HELPER_LIBC_MUSL):
+ *         the call under test is the libc's mmap or mmap64 (musl's off_t is
+ *         64 bits, and its mmap64 is mmap). The probe reports the libc's own
+ *         version string: glibc's gnu_get_libc_version(); musl has no such
+ *         function, but every build of its libc.a holds __libc_version, the
+ *         release its Makefile wrote into version.h (src/internal/version.c,
+ *         the string its dynamic linker prints), which a static helper links.
  *
  * In every flavour every other system call (read, write, openat, llseek,
  * pipe2, clone, wait4, ...) also goes through the stub, so the call under
@@ -22,6 +27,18 @@
 #include <errno.h>
 #include <sys/mman.h>		/* mmap; mmap64 with _LARGEFILE64_SOURCE */
 #include <unistd.h>		/* sysconf */
+#if defined(HELPER_LIBC_GLIBC)
+#include <gnu/libc-version.h>	/* gnu_get_libc_version */
+#define LIBC_NAME "glibc"
+#define LIBC_VERSION() gnu_get_libc_version()
+#elif defined(HELPER_LIBC_MUSL)
+/* hidden in musl's libc.h: visible to a static link, never exported */
+extern const char __libc_version[];
+#define LIBC_NAME "musl"
+#define LIBC_VERSION() __libc_version
+#else
+#error "a libc flavour names its libc: -DHELPER_LIBC_GLIBC or -DHELPER_LIBC_MUSL (mmap2conf/build.py does)"
+#endif
 #endif
 /* Constants come from the kernel's uapi headers in every flavour, so the
  * flavours of one ABI report the same numbers. */
@@ -676,6 +693,15 @@ static void do_probe(const char *id)
 	put_key(&out, "sysconf_pagesz");
 #ifdef HELPER_LIBC
 	put_u64(&out, sysconf(_SC_PAGESIZE));
+#else
+	puts_(&out, "null");
+#endif
+	/* The libc the helper is linked with, as that libc names its release. */
+	put_key(&out, "libc");
+#ifdef HELPER_LIBC
+	puts_(&out, "{\"name\":\"" LIBC_NAME "\",\"version\":");
+	put_jstr(&out, LIBC_VERSION());
+	putch(&out, '}');
 #else
 	puts_(&out, "null");
 #endif

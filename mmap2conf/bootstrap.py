@@ -5,9 +5,10 @@ environment exists, so it uses the standard library only. The Debian packages
 come from arches/*.toml (each flavour's compiler) and from the runner kinds; the
 Python packages are the pinned requirements.txt, installed into .venv. What the
 default systems under test need beyond that (the qemu-user releases of
-emulators/qemu-user.toml that come from the archive, the kernels of machines/)
-is fetched into the cache by mmap2conf.archive, never installed over the
-system's packages. A second run finds everything present and installs nothing.
+emulators/qemu-user.toml that come from the archive, the kernels of machines/),
+and the libc releases of libcs/ (Debian 13's cross glibc, Debian 12's musl), is
+fetched into the cache by mmap2conf.archive, never installed over the system's
+packages. A second run finds everything present and installs nothing.
 
 The tests of the result formats read KTAP with the kernel's own parser, and the
 LAVA files with LAVA's own schemas and helper: those files are unpacked from
@@ -29,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import archive, debian
+from . import archive, debian, libcs
 from .machines import load_machines
 from .model import REPO, load_all
 from .runners import REGISTRY
@@ -123,6 +124,16 @@ def fetch_systems() -> None:
         print(f"bootstrap: {package} ({suite}) in {root}", flush=True)
 
 
+def fetch_libcs() -> None:
+    """The libc releases of libcs/ into the cache: each entry's packages, unpacked together."""
+    for packages, suite, arch in dict.fromkeys((tuple(p), s, a) for p, s, a in libcs.packages(libcs.load(load_all()))):
+        try:
+            root = archive.fetch_all(list(packages), suite, arch)
+        except archive.ArchiveError as exc:
+            sys.exit(f"bootstrap: {exc}")
+        print(f"bootstrap: {', '.join(packages)} ({suite}, {arch}) in {root}", flush=True)
+
+
 def apt_update() -> None:
     subprocess.run(as_root(["apt-get", "update", "-q"]), check=True,
                    env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
@@ -150,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     # The default systems' files: only where the default systems run (not on a device, nor in the image).
     if runner_kinds is None and not os.environ.get("MMAP2CONF_IMAGE"):
         fetch_systems()
+    fetch_libcs()   # the image too: its helpers are prebuilt, against these
     install_venv()
     if runner_kinds is None and not os.environ.get("MMAP2CONF_IMAGE"):
         fetch_debian_files()

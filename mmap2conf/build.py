@@ -32,7 +32,6 @@ from pathlib import Path
 
 from . import procs
 from .model import HELPERS_DIR, RECIPE_WORDS, REPO, Config, ModelError
-from .verify import verify_helper
 
 HELPER_SOURCE = HELPERS_DIR / "mmap2_helper.c"
 CACHE_DIR = Path(os.environ.get("MMAP2CONF_CACHE", REPO / ".cache"))
@@ -89,10 +88,27 @@ def compile_command(config: Config, flavour: str, output: Path) -> list[str]:
     """The flavour's own flags come after the source, so that a library they
     name (-lgcc) is searched after it; include and define flags work anywhere."""
     spec = config.flavours[flavour]
-    common = RAW_FLAGS if flavour == "raw" else LIBC_FLAGS
-    return [*compiler(spec.cc), *common, f'-DHELPER_FLAVOUR="{flavour}"',
-            f'-DHELPER_ABI_H="abi/{config.stub}.h"', "-I", str(HELPERS_DIR),
-            "-o", str(output), str(HELPER_SOURCE), *(_resolve(flag) for flag in spec.cflags)]
+    if spec.libc is None and spec.build is not None:
+        # A build directory whose headers name no libc: its checks say what is missing.
+        _sysroot(config, flavour)
+        raise BuildError(f"{spec.build.origin}: {spec.build.describe()} holds no glibc or musl headers")
+    common = RAW_FLAGS if spec.libc is None else (*LIBC_FLAGS, f"-DHELPER_LIBC_{spec.libc.upper()}")
+    head = [*compiler(spec.cc), *common, f'-DHELPER_FLAVOUR="{flavour}"',
+            f'-DHELPER_ABI_H="abi/{config.stub}.h"', "-I", str(HELPERS_DIR)]
+    flags = [_resolve(flag) for flag in spec.cflags]
+    if spec.build is None:
+        return [*head, "-o", str(output), str(HELPER_SOURCE), *flags]
+    # Another build of the libc (libcs.py): its headers, start files and archive, nothing of the compiler's own libc.
+    root = _sysroot(config, flavour)
+    return [*head, *root.include_flags, "-o", str(output), *root.start, str(HELPER_SOURCE), *flags, *root.end]
+
+
+def _sysroot(config: Config, flavour: str):
+    from .libcs import LibcError, sysroot   # late: libcs reads archives with pyelftools
+    try:
+        return sysroot(config, flavour)
+    except LibcError as exc:
+        raise BuildError(f"the {flavour} flavour of {config.name}: {exc}") from None
 
 
 def _resolve(flag: str) -> str:
@@ -123,13 +139,30 @@ def _sources_digest() -> str:
     return digest.hexdigest()
 
 
+_FAILED: dict[tuple, BuildError] = {}
+
+
 def helper_path(config: Config, flavour: str) -> Path:
-    """Build (or reuse) the verified helper binary for ``config`` and ``flavour``."""
+    """Build (or reuse) the verified helper binary for ``config`` and ``flavour``. A build
+    that failed fails again at once for the rest of the run (every session asks)."""
     if flavour not in config.flavours:
         raise ModelError(f"{config.path}: no [flavours.{flavour}]")
     spec = config.flavours[flavour]
+    memo = (config.name, flavour, spec.build)
+    if memo in _FAILED:
+        raise _FAILED[memo]
+    try:
+        return _helper_path(config, flavour, spec)
+    except BuildError as exc:
+        _FAILED[memo] = exc
+        raise
+
+
+def _helper_path(config: Config, flavour: str, spec) -> Path:
+    command = compile_command(config, flavour, Path("OUT"))
+    against = [] if spec.build is None else [_sysroot(config, flavour).digest]
     key = hashlib.sha256("\0".join(
-        [_sources_digest(), compiler_version(spec.cc), *compile_command(config, flavour, Path("OUT"))]
+        [_sources_digest(), compiler_version(spec.cc), *command, *against]
     ).encode()).hexdigest()[:16]
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     target = CACHE_DIR / f"{config.name}-{flavour}-{key}"
@@ -146,8 +179,10 @@ def helper_path(config: Config, flavour: str) -> Path:
                     raise BuildError(f"building the {flavour} helper for {config.name} took more than "
                                      f"{BUILD_TIMEOUT} s: $ {' '.join(command)}") from None
                 if result.returncode != 0:
-                    raise BuildError(f"building the {flavour} helper for {config.name} failed:\n"
+                    against = "" if spec.build is None else f" against {_sysroot(config, flavour).describe()}"
+                    raise BuildError(f"building the {flavour} helper for {config.name}{against} failed:\n"
                                      f"$ {' '.join(command)}\n{result.stderr}")
+                from .verify import verify_helper   # late: the bootstrap imports build before pyelftools exists
                 verify_helper(partial, config)
                 os.replace(partial, target)
             finally:
@@ -168,9 +203,11 @@ def remove_partials(config_name: str, flavour: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python3 -m mmap2conf.build --all: build and verify every helper (the container image does)."""
+    """python3 -m mmap2conf.build --all: build and verify every helper, those of libcs/ too (the
+    container image does; their Debian packages are fetched into the cache first)."""
     import argparse
 
+    from . import libcs
     from .model import load_all
 
     parser = argparse.ArgumentParser(prog="python3 -m mmap2conf.build", description=main.__doc__)
@@ -179,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these flavours (default: every one a configuration has)")
     args = parser.parse_args(argv)
     chosen = set(args.libc.split(",")) if args.libc else None
-    for config in load_all().values():
+    configs = load_all()
+    libcs.attach(configs, libcs.load(configs))
+    for config in configs.values():
         for flavour in config.flavours:
             if chosen is not None and flavour not in chosen:
                 continue

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import tomlcheck
-from .model import FLAVOURS, HELPERS_DIR, LIBC_FLAVOURS, REPO, ROW_FACTS
+from .model import HELPERS_DIR, LIBCS, REPO, ROW_FACTS
 from .report import SECTIONS
 from .tomlcheck import STR, Field
 
@@ -123,7 +123,8 @@ MAX_EXPRESSION = 200
 # that a row that is wrong for some system (negative, above 2^64-1) fails at load: the
 # page sizes of arches/ (4 KiB; 8 KiB or1k, sparc; 16 KiB loongson-3; 64 KiB hexagon).
 LOAD_PAGES = (4096, 8192, 16384, 65536)
-META = ("id", "clause", "call", "op", "check", "expect", "source", "trace", "requires", "scratch", "flavours")
+META = ("id", "clause", "call", "op", "check", "expect", "source", "trace", "requires", "scratch", "libc",
+        "libc_version")
 SCRATCH = ("noexec", "large")
 PROT_TOKENS = set(VOCABULARY.prot)
 FLAG_TOKENS = set(VOCABULARY.flags)
@@ -161,7 +162,11 @@ class Case:
     trace: bool | str = False  # check libc's system call from a tracer; "no-syscall": it made none
     requires: str | None = None  # "fact=value": the row applies only where arches/ says so
     scratch: str | None = None   # a special scratch directory the helper's files need
-    flavours: tuple[str, ...] | None = None  # the row applies to these flavours only (a libc's own behaviour)
+    # The row states one libc's own behaviour: it applies to the flavours built with that
+    # libc (every build of it), and with libc_version (a PEP 440 specifier) only to the
+    # releases it names, as the helper reports its release. Never a flavour's name.
+    libc: str | None = None
+    libc_version: str | None = None
 
     @property
     def key(self) -> str:
@@ -171,12 +176,27 @@ class Case:
     def where(self) -> str:
         return f"{self.path.relative_to(REPO) if self.path.is_relative_to(REPO) else self.path}:{self.line}"
 
-    def not_for_flavour(self, flavour: str) -> str | None:
-        """Why the row does not apply to ``flavour`` (an n.a. reason), or None if it does."""
-        if self.flavours is None or flavour in self.flavours:
+    def not_for_libc(self, libc: str | None, flavour: str) -> str | None:
+        """Why the row does not apply to a flavour built with ``libc`` (an n.a. reason),
+        or None if it does. A flavour whose libc is not known yet (None for a libc flavour
+        whose build could not be read) gets None: its sessions say what is wrong."""
+        if self.libc is None or libc is None or libc == self.libc:
             return None
-        return (f"n.a.: the row checks {' and '.join(self.flavours)} only (its source is that "
-                f"libc's own code); this is the {flavour} flavour")
+        return (f"n.a.: the row checks {self.libc} only (its source is that libc's own code); "
+                f"the {flavour} flavour is built with {libc}")
+
+    def not_for_release(self, properties) -> str | None:
+        """Why the row does not apply to the libc release the helper reported, or None."""
+        if self.libc_version is None:
+            return None
+        from packaging.specifiers import SpecifierSet
+
+        from .sut import libc_version
+        release = properties.libc_version
+        if SpecifierSet(self.libc_version).contains(libc_version(release), prereleases=True):
+            return None
+        return (f"n.a.: the row checks {self.libc} {self.libc_version} only; the helper's {self.libc} "
+                f"reports release {release}")
 
     def expectation_for(self, properties) -> str:
         """The row's answer on a system with these properties (sut.Properties): the one
@@ -332,6 +352,9 @@ META_FIELDS = {"id": tomlcheck.STR, "clause": tomlcheck.STR, "call": tomlcheck.S
 def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
     where = f"{path}:{line}"
     for key in row:
+        if key == "flavours":
+            raise CaseError(f"{where}: flavours: a row names the libc whose own answer it states "
+                            f"(libc = \"musl\", libc_version = \">=1.2.4\"), never a flavour")
         if key not in META and key not in INT_INPUTS and key not in STR_INPUTS and key not in LIST_INPUTS:
             raise CaseError(f"{where}: unknown key {key!r}")
     for key in ("id", "clause", "expect", "source"):
@@ -382,8 +405,8 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
         if name not in choices or str(value).lower() not in [str(v).lower() for v in choices[name][1]]:
             raise CaseError(f"{where}: requires must be NAME=VALUE with a fact of arches/ "
                             f"({', '.join(f'{n}={v}' for n, (_, vs) in ROW_FACTS.items() for v in vs)})")
-    if "flavours" in row:
-        _check_flavours(row, where)
+    if "libc" in row or "libc_version" in row:
+        _check_libc(row, where)
     if row.get("scratch", SCRATCH[0]) not in SCRATCH:
         raise CaseError(f"{where}: scratch must be one of {', '.join(SCRATCH)}")
     if row.get("trace", False) not in (True, False, "no-syscall") or (row.get("trace") and row.get("call") in RAW_CALLS):
@@ -440,23 +463,24 @@ def _check_file_call(row: dict, where: str) -> None:
         raise CaseError(f"{where}: extend needs file_blocks of 1 or more (it writes the file's last block)")
 
 
-def _check_flavours(row: dict, where: str) -> None:
-    """flavours = [...]: the helper flavours a row applies to; they must be able to make its call."""
-    value = row["flavours"]
-    if not isinstance(value, list) or not value or not all(isinstance(f, str) for f in value):
-        raise CaseError(f"{where}: flavours must be a non-empty list of flavour names")
-    unknown = [f for f in value if f not in FLAVOURS]
-    if unknown:
-        raise CaseError(f"{where}: flavours: unknown flavour {unknown[0]!r} (known: {', '.join(FLAVOURS)})")
-    if len(set(value)) != len(value):
-        raise CaseError(f"{where}: flavours: {value!r} names a flavour twice")
-    if row.get("op", "call") == "call":
-        able = ("raw",) if row.get("call") in RAW_CALLS else LIBC_FLAVOURS
-        wrong = [f for f in value if f not in able]
-        if wrong:
-            raise CaseError(f"{where}: flavours: the {wrong[0]} flavour cannot make a {row.get('call')} call "
-                            f"({', '.join(RAW_CALLS)} are the raw flavour's, mmap and mmap64 are the libcs': "
-                            f"{', '.join(LIBC_FLAVOURS)})")
+def _check_libc(row: dict, where: str) -> None:
+    """libc = NAME (and libc_version = SPECIFIER): the row states that libc's own answer."""
+    libc = row.get("libc")
+    if libc not in LIBCS:
+        raise CaseError(f"{where}: libc must be one of {', '.join(LIBCS)}"
+                        + (" (libc_version needs it)" if libc is None else f", not {libc!r}"))
+    if row.get("op", "call") == "call" and row.get("call") in RAW_CALLS:
+        raise CaseError(f"{where}: libc: a {row.get('call')} call is the raw flavour's, which has no libc "
+                        f"({', '.join(RAW_CALLS)} go through the stub; mmap and mmap64 are the libcs')")
+    if "libc_version" in row:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+        value = row["libc_version"]
+        try:
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidSpecifier(repr(value))
+            SpecifierSet(value)
+        except InvalidSpecifier as exc:
+            raise CaseError(f"{where}: libc_version must be a PEP 440 specifier such as \">=1.2.4\": {exc}") from None
 
 
 def load_table(path: Path, clauses: dict) -> list[Case]:
@@ -482,8 +506,7 @@ def load_table(path: Path, clauses: dict) -> list[Case]:
                           op=row.get("op", "call"), call=row.get("call"), check=row.get("check"),
                           expect=row["expect"], source=row["source"], inputs=inputs,
                           trace=row.get("trace", False), requires=row.get("requires"),
-                          scratch=row.get("scratch"),
-                          flavours=tuple(row["flavours"]) if "flavours" in row else None))
+                          scratch=row.get("scratch"), libc=row.get("libc"), libc_version=row.get("libc_version")))
         if cases[-1].op == "call":
             for page, unit in _load_systems():   # the request every system would be sent
                 cases[-1].concrete_inputs(page, unit)

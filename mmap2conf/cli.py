@@ -1,10 +1,10 @@
 """The mmap2-conformance command.
 
-    mmap2-conformance run [--arch A] [--libc L] [--runner R] [--qemu-dir D] [--kernel IMAGE [--machine M]]
-                          [--target [USER@]HOST[:PORT]]... [--ssh-option KEY=VALUE]... [--ssh-identity PATH]
-                          [--ssh-known-hosts PATH] [--require-all] [--jobs N] [--reports DIR] [--ktap PATH]
-                          [-- PYTEST-ARGS...]
-    mmap2-conformance compare OLD.json NEW.json [--ignore-runner]
+    mmap2-conformance run [--arch A] [--libc L] [--libc-prefix NAME=CONFIG:DIR] [--runner R] [--qemu-dir D]
+                          [--kernel IMAGE [--machine M]] [--target [USER@]HOST[:PORT]]... [--ssh-option KEY=VALUE]...
+                          [--ssh-identity PATH] [--ssh-known-hosts PATH] [--require-all] [--jobs N] [--reports DIR]
+                          [--ktap PATH] [-- PYTEST-ARGS...]
+    mmap2-conformance compare OLD.json NEW.json [--ignore-runner] [--flavour OLD=NEW]...
     mmap2-conformance html REPORT.json OUT.html
     mmap2-conformance screenshot REPORT.html OUT.png
     mmap2-conformance ktap REPORT.json [-o PATH]                          (ktap.py)
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     for option in ("arch", "libc", "runner", "machine", "ssh_identity", "ssh_known_hosts"):
         if getattr(args, option):
             command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
-    for option in ("qemu_dir", "kernel", "target", "ssh_option"):
+    for option in ("qemu_dir", "kernel", "target", "ssh_option", "libc_prefix"):
         for value in getattr(args, option):
             command += [f"--{option.replace('_', '-')}", value]
     if args.require_all:
@@ -239,20 +239,32 @@ def screenshot(html_path: Path, png_path: Path) -> None:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def compare(old_path: Path, new_path: Path, ignore_runner: bool) -> list[tuple]:
-    """(key, old outcome, new outcome, known issues) for every case whose outcome differs."""
-    def index(path: Path) -> dict:
+def compare(old_path: Path, new_path: Path, ignore_runner: bool,
+            flavours: list[tuple[str, str]] | None = None) -> list[tuple]:
+    """(key, old outcome, new outcome, known issues) for every case whose outcome differs.
+
+    ``flavours`` ([(OLD, NEW)], --flavour OLD=NEW) matches the records of flavour OLD in
+    the old report with those of NEW in the new one (which may be the same file), and
+    leaves the other flavours out (and the configurations without both): two releases of
+    a libc, or a release and one's own build."""
+    def index(path: Path, side: int) -> dict:
         records = {}
         for record in load_report(path)["records"]:
-            key = (record["config"], record["flavour"], *(() if ignore_runner else (record["system"],)),
-                   record["case"])
-            if key in records:
-                raise Failure(f"{path}: several records for {'/'.join(key)}; "
-                              f"select one runner per configuration or drop --ignore-runner", 2)
-            records[key] = record
+            labels = ([f"{o}={n}" for o, n in flavours if (o, n)[side] == record["flavour"]] if flavours
+                      else [record["flavour"]])
+            for label in labels:
+                key = (record["config"], label, *(() if ignore_runner else (record["system"],)), record["case"])
+                if key in records:
+                    raise Failure(f"{path}: several records for {'/'.join(key)}; "
+                                  f"select one runner per configuration or drop --ignore-runner", 2)
+                records[key] = record
         return records
 
-    old, new = index(old_path), index(new_path)
+    old, new = index(old_path, 0), index(new_path, 1)
+    if flavours:   # a configuration that has only one of the two flavours compares nothing
+        both = {key[:2] for key in old} & {key[:2] for key in new}
+        old = {key: r for key, r in old.items() if key[:2] in both}
+        new = {key: r for key, r in new.items() if key[:2] in both}
     rows = []
     for key in sorted(old.keys() | new.keys()):
         before, after = old.get(key), new.get(key)
@@ -269,7 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run the conformance cases and write the reports")
     run_parser.add_argument("--arch", help="configurations or tags, comma-separated (default: all)")
-    run_parser.add_argument("--libc", help="flavours: raw, glibc, musl (default: all)")
+    run_parser.add_argument("--libc", help="flavours: raw, glibc, musl, those of libcs/ and of --libc-prefix "
+                                           "(default: all)")
+    run_parser.add_argument("--libc-prefix", action="append", default=[], metavar="NAME=CONFIG:DIR",
+                            help="add flavour NAME to CONFIG, built against the glibc or musl build in DIR; "
+                                 "repeatable")
     run_parser.add_argument("--runner", help="runner kinds, comma-separated (default: all)")
     run_parser.add_argument("--qemu-dir", action="append", default=[],
                             help="judge the qemu build in this directory (qemu-<arch>[-static]); repeatable")
@@ -292,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     compare_parser.add_argument("new", type=Path)
     compare_parser.add_argument("--ignore-runner", action="store_true",
                                 help="match records across runners (e.g. qemu-user against a real kernel)")
+    compare_parser.add_argument("--flavour", action="append", default=[], metavar="OLD=NEW",
+                                help="match flavour OLD of the old report with NEW of the new one (the same "
+                                     "file may be given twice: glibc=glibc-2.41); repeatable")
     html_parser = commands.add_parser("html", help="the HTML report of a JSON report")
     html_parser.add_argument("report", type=Path)
     html_parser.add_argument("output", type=Path)
@@ -330,7 +349,13 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "run":
         return run(args)
     if args.command == "compare":
-        rows = compare(args.old, args.new, args.ignore_runner)
+        mapping = []
+        for pair in args.flavour:
+            old_flavour, equals, new_flavour = pair.partition("=")
+            if not equals or not old_flavour or not new_flavour:
+                parser.error(f"--flavour {pair}: expected OLD=NEW, e.g. glibc=glibc-2.41")
+            mapping.append((old_flavour, new_flavour))
+        rows = compare(args.old, args.new, args.ignore_runner, mapping or None)
         width = max([len(r[0]) for r in rows] + [4])
         print(f"{'case'.ljust(width)}  {args.old.name:>12}  {args.new.name:>12}  known issues")
         for key, before, after, issues in rows:

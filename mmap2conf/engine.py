@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from . import build, cases, knownissues, model, oracle, scratch
+from . import build, cases, knownissues, libcs, model, oracle, scratch
 from .machines import load_machines
 from .protocol import HelperSession, ProtocolError
 from .runners import Options, Runner, RunnerUnavailable, systems
@@ -82,6 +82,10 @@ class Instance:
     not_applicable: str | None = None
 
     @property
+    def spec(self) -> model.Flavour:
+        return self.config.flavours[self.flavour]
+
+    @property
     def group(self) -> str:
         return f"{self.config.name}/{self.flavour}/{self.runner.name}"
 
@@ -94,16 +98,24 @@ class Suite:
     """The data of a run, loaded and checked once: configurations, machines, rows, records."""
 
     def __init__(self, options: Options, arches: set[str] | None = None, flavours: set[str] | None = None,
-                 require_all: bool = False):
+                 require_all: bool = False, libc_prefixes: tuple[str, ...] = ()):
         self.configs = model.load_all()
+        # Other builds of glibc and musl: libcs/*.toml, then --libc-prefix (libcs.LibcUsageError if malformed).
+        self.prefixes = [libcs.parse_prefix(text, self.configs) for text in libc_prefixes]
+        libcs.attach(self.configs, [*libcs.load(self.configs), *self.prefixes])
         options.machines = load_machines(self.configs)
         self.clauses = cases.load_clauses()
         self.cases = cases.load_cases(clauses=self.clauses)
         self.known_issues = knownissues.load_known_issues()
         knownissues.check_references(self.known_issues, self.configs, [c.key for c in self.cases],
-                                     model.FLAVOURS, cases.ERRNO_NAMES)
+                                     model.FLAVOUR_KINDS, cases.ERRNO_NAMES)
         self.options, self.arches, self.flavours, self.require_all = options, arches, flavours, require_all
         self._systems: dict[str, list[Runner]] = {}
+
+    @property
+    def flavour_names(self) -> set[str]:
+        """Every flavour of every configuration: arches/, libcs/ and --libc-prefix."""
+        return {name for config in self.configs.values() for name in config.flavours}
 
     def systems(self, config: model.Config) -> list[Runner]:
         if config.name not in self._systems:
@@ -130,14 +142,15 @@ def instances_for(config: model.Config, flavour: str, runner: Runner, case: case
     if case.op == "probe":
         yield Instance(config, flavour, runner, case)
         return
+    spec = config.flavours[flavour]
     wants_raw = case.call in cases.RAW_CALLS
-    if wants_raw != (flavour == "raw"):
+    if wants_raw != (spec.kind == "raw"):
         return  # the raw flavour makes the system call, libc flavours call libc
     reason = None
     if case.call == "mmap2" and not config.has_mmap2:  # only mmap2 rows need it; extend, open: every ABI
         reason = f"n.a.: {config.name} has no mmap2 ({config.mmap2_nr.source})"
-    elif case.not_for_flavour(flavour):
-        reason = case.not_for_flavour(flavour)
+    elif case.not_for_libc(spec.libc, flavour):
+        reason = case.not_for_libc(spec.libc, flavour)
     elif case.trace and runner.tracer is None:
         reason = f"n.a.: no system call tracer runs on {runner.name} (the row checks libc's system call)"
     elif case.requires:
@@ -165,6 +178,7 @@ class Engine:
         self.suite = suite
         self.open: dict[str, _Session] = {}
         self.unavailable: dict[str, str] = {}
+        self.unbuilt: set[str] = set()   # sessions unavailable because their helper could not be built
         self.identities: dict[str, dict | str] = {}
 
     def identity(self, runner: Runner) -> dict:
@@ -207,6 +221,8 @@ class Engine:
             except (RunnerUnavailable, build.BuildError, scratch.ScratchUnavailable, SystemUnderTestError,
                     ProtocolError) as exc:
                 self.unavailable[key] = f"unavailable: {exc}"
+                if isinstance(exc, build.BuildError):
+                    self.unbuilt.add(instance.group)
                 return self.unavailable[key]
         return self.open[key]
 
@@ -222,7 +238,7 @@ class Engine:
         # Detect support by running it (e.g. IA32 emulation may be off): never assume it.
         try:
             probe = session.request({"op": "probe", "id": "startup"})
-            properties = measure(instance.config, probe, runner.stated())
+            properties = measure(instance.config, probe, runner.stated(), instance.spec.libc)
         except ProtocolError as exc:
             session.close()
             raise ProtocolError(f"the helper does not run here: {exc}") from None
@@ -256,26 +272,33 @@ class Engine:
         return record
 
     def _run(self, instance: Instance, record: Record) -> None:
-        if instance.not_applicable:
-            record.outcome, record.reason = Outcome.NA, instance.not_applicable
-            return
         runner = instance.runner
-        try:
+        try:   # an n.a. record names its system too (reports group records by system and version)
             identity = self.identity(runner)
             record.identity, record.runner_version = identity, identity.get("version")
         except RunnerUnavailable:
             pass
+        if instance.not_applicable:
+            record.outcome, record.reason = Outcome.NA, instance.not_applicable
+            return
         session = self.session(instance)
         if isinstance(session, str):
-            asked = runner.asked or self.suite.require_all
-            record.outcome = Outcome.ERROR if asked else Outcome.SKIPPED
-            record.reason = session + (" (asked for by name)" if runner.asked else
+            # A flavour named by the user that cannot be built is an error on every system;
+            # a system that cannot run is one only where it was named (or --require-all).
+            by_name = runner.asked or (instance.spec.asked and instance.group in self.unbuilt)
+            record.outcome = Outcome.ERROR if by_name or self.suite.require_all else Outcome.SKIPPED
+            record.reason = session + (" (asked for by name)" if by_name else
                                        " (--require-all)" if self.suite.require_all else "")
             return
         record.properties = session.properties.as_dict()
         try:
+            # A row for some releases of a libc: the release is the helper's own answer.
+            not_for_release = instance.case.not_for_release(session.properties)
+            if not_for_release:
+                record.outcome, record.reason = Outcome.NA, not_for_release
+                return record
             self._judge(instance, session, record)
-        except (cases.CaseError, oracle.OracleError, knownissues.KnownIssueError) as exc:
+        except (cases.CaseError, oracle.OracleError, knownissues.KnownIssueError, SystemUnderTestError) as exc:
             record.outcome, record.reason = Outcome.ERROR, f"the suite's data: {exc}"
 
     def _judge(self, instance: Instance, session: _Session, record: Record) -> None:
@@ -317,8 +340,9 @@ class Engine:
         self._verdict(instance, properties, request, unit, observed, problems, record)
 
     def _verdict(self, instance, properties, request, unit, observed, problems, record) -> None:
+        libc = (properties.libc, knownissues.libc_version(properties.libc_version)) if properties.libc else None
         issue = knownissues.find_issue(self.suite.known_issues, instance.case.key, instance.config.name,
-                                       instance.flavour, properties)
+                                       instance.spec.kind, properties, libc=libc)
         harness = bool(observed.get("setup_error"))
         if issue is None:
             record.outcome = Outcome.ERROR if harness else Outcome.FAILED if problems else Outcome.PASSED

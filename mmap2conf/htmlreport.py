@@ -12,7 +12,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from .report import SECTIONS, ReportError, cell_outcome, cell_text, column_verdict, differential, load_report
+from .report import (SECTIONS, ReportError, cell_outcome, cell_text, column_verdict, differential, load_report,
+                     release_differential)
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -113,6 +114,20 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
             out.append(f"<tr><td>{html.escape(key)}</td>" + "".join(
                 f"<td>{html.escape(answers[r][0])} ({html.escape(answers[r][1])})</td>" if r in answers
                 else "<td>-</td>" for r in runners) + "</tr>")
+        out.append("</table>")
+
+    rows = release_differential(records)
+    if rows:
+        flavours = sorted({flavour for _, answers in rows for flavour in answers})
+        out.append("<h2 id='releases'>Answers that differ between releases of one libc</h2><p>Same "
+                   "configuration, system, libc and case, two flavours built with that libc (release in "
+                   "parentheses, as the helper reports it); each answer with why: a known issue, or "
+                   "<i>expected</i> there (an expectation, or a row, for that release).</p><table><tr><th>case</th>"
+                   + "".join(f"<th>{html.escape(f)}</th>" for f in flavours) + "</tr>")
+        for key, answers in rows:
+            out.append(f"<tr><td>{html.escape(key)}</td>" + "".join(
+                f"<td>{html.escape(answers[f][0])} ({html.escape(answers[f][1])})</td>" if f in answers
+                else "<td>-</td>" for f in flavours) + "</tr>")
         out.append("</table>")
 
     cited = sorted({r["known_issue"] for r in records if r.get("known_issue")})

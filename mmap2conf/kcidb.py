@@ -60,7 +60,6 @@ ORIGIN = "mmap2_conformance"
 ORIGIN_RE = re.compile(r"[a-z0-9_]+")        # kcidb-io schema v3+: origin_pattern
 STATUS = {"passed": "PASS", "failed": "FAIL", "xfailed": "FAIL", "xpassed": "PASS",
           "n.a.": "SKIP", "skipped": "MISS", "error": "ERROR"}
-LIBC = {"raw": None, "glibc": "glibc", "musl": "musl"}
 # Record fields that describe the system under test rather than the case.
 SYSTEM_FIELDS = ("config", "flavour", "runner", "system", "runner_version", "libc", "libc_version",
                  "kernel_release", "kernel_bits", "page_size", "emulator", "qemu_version")
@@ -121,7 +120,6 @@ def kcidb_document(document: dict, report_bytes: bytes, origin: str = ORIGIN, co
         build_id = f"{origin}:{run}:{':'.join(key)}"
         if key not in builds:
             system = {k: record[k] for k in SYSTEM_FIELDS if record.get(k) is not None}
-            system.setdefault("libc", LIBC.get(record["flavour"]))
             builds[key] = {
                 "id": build_id, "origin": origin, "checkout_id": checkout_id,
                 "architecture": re.sub(r"[^a-z0-9_]", "_", record["config"].lower()),
@@ -131,6 +129,10 @@ def kcidb_document(document: dict, report_bytes: bytes, origin: str = ORIGIN, co
                 "misc": _json_safe(system)}
         if record.get("observed") is not None:   # the helper was built and answered
             builds[key]["status"] = "PASS"
+        properties = record.get("properties") or {}
+        if properties.get("libc"):   # the libc and release the helper reported (none in raw)
+            builds[key]["misc"].setdefault("libc", properties["libc"])
+            builds[key]["misc"].setdefault("libc_version", properties.get("libc_version"))
         path = ".".join(["mmap2", *(names.component(part) for part in record["clause"].split(".")),
                          *names.case_components(record["case"])])
         test_id = f"{build_id}:{record['case']}"

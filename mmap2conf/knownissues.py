@@ -1,8 +1,9 @@
 """Known issues: where a system under test does not answer as it should, with evidence.
 
 Each record of known-issues.toml names what is at fault (qemu, the kernel or a
-libc) and the exact version range of it, the cases, configurations and flavours
-it affects, further properties the system must have (``where``), its kind (it
+libc) and the exact version range of it (a libc's: the release its helper
+reports), the cases, configurations and flavours it affects (raw, glibc, musl:
+a libc covers every flavour built with it, whatever the release), further properties the system must have (``where``), its kind (it
 violates the manual page, or it only differs from Linux where the manual page
 allows both answers) and the symptom it records in a checkable form. A case is
 a strict xfail only where the record matches the system *and* the observation
@@ -15,7 +16,7 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model import REPO
+from .model import LIBCS, REPO
 
 KNOWN_ISSUES_FILE = REPO / "known-issues.toml"
 KINDS = ("violates-manual", "differs-from-linux")
@@ -42,7 +43,7 @@ class KnownIssue:
     where: tuple[tuple[str, str], ...]   # (property, value) the system must have
     cases: tuple[str, ...]      # glob patterns over "table/case-id"
     configs: tuple[str, ...]    # glob patterns over configuration names
-    flavours: tuple[str, ...]
+    flavours: tuple[str, ...]   # raw, glibc, musl: a libc covers every flavour built with it
     symptom: tuple[tuple[tuple[str, str], ...], ...]   # alternatives, each (key, value) pairs
     input: str
     expected: str
@@ -156,6 +157,9 @@ def load_known_issues(path: Path = KNOWN_ISSUES_FILE) -> list[KnownIssue]:
             raise bad(f"component {row['component']!r} is not one of {', '.join(COMPONENTS)}")
         if (row["component"] == "libc") != ("libc" in row):
             raise bad("libc names the libc exactly when component is libc")
+        if "libc" in row and (row["libc"] not in LIBCS or list(row["flavours"]) != [row["libc"]]):
+            raise bad(f"libc must be one of {', '.join(LIBCS)}, and flavours = [its name]: a libc record "
+                      f"covers the builds of that libc whose release is in versions")
         if row["id"] in seen:
             raise bad("duplicate id")
         seen.add(row["id"])
@@ -221,15 +225,26 @@ def check_references(issues: list[KnownIssue], configs, case_keys, flavours, err
                 raise KnownIssueError(f"{where}: cases: {pattern!r} matches no case in tests/cases/")
         unknown = set(issue.flavours) - set(flavours)
         if unknown:
-            raise KnownIssueError(f"{where}: flavours: unknown {sorted(unknown)} (known: {', '.join(flavours)})")
+            raise KnownIssueError(f"{where}: flavours: unknown {sorted(unknown)} (known: {', '.join(flavours)}; "
+                                  f"a libc's name covers every build of it, its releases through component "
+                                  f"libc and versions)")
         for symptom in issue.symptom:
             errno = dict(symptom).get("errno")
             if errno is not None and errno not in errno_names:
                 raise KnownIssueError(f"{where}: symptom: errno {errno!r} is not an errno name the cases know")
 
 
+def libc_version(release: str) -> str:
+    """The PEP 440 form of a libc's release string, which ``versions`` ranges match."""
+    from .sut import libc_version as pep440
+    return pep440(release)
+
+
 def find_issue(issues: list[KnownIssue], case_key: str, config: str, flavour: str, properties,
                libc=None) -> KnownIssue | None:
+    """The record for this case on this system, or None. ``flavour`` is the flavour's
+    kind (raw, glibc or musl: every build of that libc) and ``libc`` the (name, PEP 440
+    version) of the helper's libc, which records of component libc match."""
     found = [i for i in issues if i.applies(case_key, config, flavour, properties, libc)]
     if len(found) > 1:
         raise KnownIssueError(f"{case_key} on {config}/{flavour} matches several known issues: "

@@ -44,8 +44,11 @@ RESULT = {"passed": "pass", "failed": "fail", "xfailed": "fail", "xpassed": "pas
 
 
 def case_name(record: dict) -> str:
-    return ".".join([names.component(record["config"]), names.component(record["flavour"]),
-                     names.component(record["system"]), *names.case_components(record["case"])])
+    """config.flavour.system.table.id: the flavour (glibc-2.41), the system (qemu-10.0,
+    linux-6.12.117+deb13-arm64) and the id escaped as for KCIDB, so that "." separates
+    components only."""
+    return ".".join([names.component(record["config"]), names.escape(record["flavour"]),
+                     names.escape(record["system"]), *names.case_components(record["case"])])
 
 
 def lava_lines(document: dict) -> list[str]:

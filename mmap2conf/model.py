@@ -24,8 +24,12 @@ MISALIGNED = ("EINVAL", "unreachable")
 RUNNER_KINDS = ("qemu-user", "native")
 # raw: freestanding, the system call itself; every other flavour is a libc whose
 # mmap()/mmap64() are under test (the cases with libc calls run through each).
+# These are the flavours of arches/; libcs/*.toml and --libc-prefix add flavours
+# of other builds of the same libcs (mmap2conf/libcs.py), each of one of LIBCS.
 FLAVOURS = ("raw", "glibc", "musl")
-LIBC_FLAVOURS = FLAVOURS[1:]
+LIBCS = ("glibc", "musl")
+# What rows and known issues name a flavour by: its libc (every build of it), or raw.
+FLAVOUR_KINDS = ("raw", *LIBCS)
 # Words in braces that a flavour's cc and cflags may use; build.RECIPE_VALUES fills
 # them in: {python} is the interpreter running the suite (zig comes from the pinned
 # ziglang package: "{python} -m ziglang cc"), {zig_lib} that package's lib directory.
@@ -83,6 +87,17 @@ class Flavour:
     cc: str
     cflags: tuple[str, ...]
     apt: tuple[str, ...]
+    libc: str | None = None       # one of LIBCS; None: raw, no libc
+    # A libc build outside the compiler's own (libcs.LibcBuild: a directory or Debian
+    # packages), compiled with the cc and cflags of the configuration's flavour of that libc.
+    build: object | None = field(default=None, compare=False)
+    asked: bool = False           # named by the user: a session that cannot start is an error
+
+    @property
+    def kind(self) -> str:
+        """raw, glibc or musl: what case rows and known issues name a flavour by ("unknown":
+        a libc build whose headers name no libc; its sessions say what is wrong)."""
+        return self.libc or ("raw" if self.build is None else "unknown")
 
 
 @dataclass(frozen=True)
@@ -268,7 +283,7 @@ def load_config(path: Path) -> Config:
                 raise spec.error(key, "expected non-empty strings")
             if key != "apt":
                 _check_recipe_words(spec, key, words)
-        flavours[fname] = Flavour(fname, cc, tuple(cflags), tuple(apt))
+        flavours[fname] = Flavour(fname, cc, tuple(cflags), tuple(apt), libc=fname if fname in LIBCS else None)
         spec.done()
     flavours_table.done()
     if "raw" not in flavours:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from . import cases, kernels, knownissues, machines, model, report, scratch
+from . import cases, kernels, knownissues, libcs, machines, model, report, scratch
 from .engine import Engine, Instance, Outcome, Suite
 from .runners import KINDS, Options
 from .runners import ssh
@@ -29,7 +29,12 @@ def pytest_addoption(parser):
     group.addoption("--arch", dest="m2_arch", metavar="NAME[,NAME]",
                     help="configurations from arches/, or tags such as ia64-like, to run (default: all)")
     group.addoption("--libc", dest="m2_libc", metavar="FLAVOUR[,FLAVOUR]",
-                    help=f"helper flavours: {', '.join(FLAVOURS)} (default: every one a configuration has)")
+                    help=f"helper flavours: {', '.join(FLAVOURS)}, those of libcs/ (glibc-2.41, musl-1.2.3, ...) "
+                         "and of --libc-prefix (default: every one a configuration has)")
+    group.addoption("--libc-prefix", dest="m2_libc_prefix", metavar="NAME=CONFIG:DIR", action="append",
+                    default=[], help="add flavour NAME to configuration CONFIG: the helper compiled and linked "
+                                     "statically against the glibc or musl build in DIR (README: the layouts "
+                                     "accepted); repeatable")
     group.addoption("--runner", dest="m2_runner", metavar="KIND[,KIND]",
                     help=f"runner kinds: {', '.join(KINDS)} (default: every kind but docker and ssh)")
     group.addoption("--qemu-dir", dest="m2_qemu_dir", metavar="DIR", type=Path, action="append", default=[],
@@ -119,8 +124,9 @@ def _ssh_options(config, kinds: set[str] | None) -> tuple[tuple[str, ...], tuple
 def _suite(config) -> Suite:
     options = _options(config)
     try:
-        suite = Suite(options, require_all=config.getoption("m2_require_all"))
-    except (model.ModelError, cases.CaseError, knownissues.KnownIssueError) as exc:
+        suite = Suite(options, require_all=config.getoption("m2_require_all"),
+                      libc_prefixes=tuple(config.getoption("m2_libc_prefix")))
+    except (model.ModelError, cases.CaseError, knownissues.KnownIssueError, libcs.LibcUsageError) as exc:
         raise pytest.UsageError(str(exc)) from None
     machine = options.machine
     if machine is not None and machine not in options.machines:
@@ -136,7 +142,12 @@ def _suite(config) -> Suite:
               for c in suite.configs.values() for tag in c.tags}
     chosen = _selection(config, "m2_arch", {**by_tag, **by_name}, "configuration or tag")
     suite.arches = None if chosen is None else set().union(*({**by_tag, **by_name}[n] for n in chosen))
-    suite.flavours = _selection(config, "m2_libc", FLAVOURS, "flavour")
+    suite.flavours = _selection(config, "m2_libc", suite.flavour_names, "flavour")
+    for build in suite.prefixes:   # named by the user: --libc cannot leave them out, --arch must keep them
+        if suite.arches is not None and build.config not in suite.arches:
+            raise pytest.UsageError(f"{build.origin}: --arch leaves out {build.config}")
+        if suite.flavours is not None:
+            suite.flavours.add(build.name)
     path = config.getoption("m2_json")
     if path is not None:   # found now, not after the whole run
         try:
@@ -307,6 +318,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         writer.write_sep("-", "answers that differ between systems (why: known issue, or expected there)")
         for line in differences:
             writer.write_line(line)
+    releases = report.release_lines(_collected)
+    if releases:
+        writer.write_sep("-", "answers that differ between releases of one libc (why: known issue, or expected)")
+        for line in releases:
+            writer.write_line(line)
     problems = report.problems_lines(_collected)
     if problems:
         writer.write_sep("-", "unexpected results")
@@ -324,7 +340,7 @@ def pytest_report_header(config):
     root, fs, why_not = scratch.scratch_root()
     return [f"mmap2 conformance: configurations {', '.join(names)}",
             f"  scratch files in {root} ({fs}); sparse files up to 2^45 bytes: {why_not or 'yes'}",
-            f"  flavours {', '.join(sorted(suite.flavours or FLAVOURS))}; runner kinds "
+            f"  flavours {', '.join(sorted(suite.flavours or suite.flavour_names))}; runner kinds "
             f"{', '.join(sorted(suite.options.kinds or KINDS))}"
             + "".join(f"; qemu from {d}" for d in suite.options.qemu_dirs)
             + "".join(f"; kernel {k}" for k in suite.options.kernels)

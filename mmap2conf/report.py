@@ -185,11 +185,40 @@ def differential(records: list[dict]) -> list[tuple[str, dict[str, tuple[str, st
     return rows
 
 
-def differential_lines(records: list[dict], width: int | None = None) -> list[str]:
-    """A table (case, then each runner's answer) when it fits the width; else each case
-    on a line of its own, followed by one line per runner's answer."""
+def release_differential(records: list[dict]) -> list[tuple[str, dict[str, tuple[str, str]]]]:
+    """The cases whose answers differ between two flavours of the same libc (two releases,
+    or a release and a build of one's own) on the same system.
+
+    Returns (config@system/libc/case, {flavour (release): (answer, why)}), why as in
+    differential(): the known issue, "expected" (the row expects it of that release, or
+    applies only to some releases: n.a.), or the outcome. A record whose session never
+    started says nothing about its libc and is left out (it is an unexpected result)."""
+    by_case = defaultdict(dict)
+    for record in records:
+        properties = record.get("properties") or {}
+        if properties.get("libc") is None:
+            continue   # raw, a row n.a. before any helper ran, or a session that could not start
+        key = f"{record['config']}@{record['system']}/{properties['libc']}/{record['case']}"
+        by_case[key][f"{record['flavour']} ({properties.get('libc_version')})"] = record
+    rows = []
+    for key, by_flavour in sorted(by_case.items()):
+        if len(by_flavour) < 2:
+            continue
+        answers = {flavour: ("n.a." if r["outcome"] == "n.a." else observed_summary(r), r["outcome"])
+                   for flavour, r in by_flavour.items()}
+        if len(set(answers.values())) < 2:
+            continue
+        rows.append((key, {flavour: (answers[flavour][0], r["known_issue"] or (
+            "expected" if r["outcome"] in ("passed", "n.a.") else r["outcome"])) for flavour, r in by_flavour.items()}))
+    return rows
+
+
+def differential_lines(records: list[dict], width: int | None = None, rows=None) -> list[str]:
+    """The differential() table (or another in its shape, release_differential()) as text: a
+    table (case, then each system's answer) when it fits the width; else each case on a
+    line of its own, followed by one line per system's answer."""
     width = width or terminal_width()
-    rows = differential(records)
+    rows = differential(records) if rows is None else rows
     runners = sorted({runner for _, answers in rows for runner in answers})
     if not rows:
         return []
@@ -207,6 +236,24 @@ def differential_lines(records: list[dict], width: int | None = None) -> list[st
             if runner in answers:
                 lines += _wrap(f"    {runner}: {answers[runner][0]} ({answers[runner][1]})", width, " " * 8)
     return lines
+
+
+def release_lines(records: list[dict]) -> list[str]:
+    """What the releases of each libc were compared on, and the differences (release_differential)."""
+    compared = defaultdict(set)
+    for record in records:
+        properties = record.get("properties") or {}
+        if properties.get("libc"):
+            compared[record["config"], record["system"], properties["libc"]].add(
+                f"{record['flavour']} ({properties.get('libc_version')})")
+    pairs = {key: names for key, names in compared.items() if len(names) > 1}
+    if not pairs:
+        return []
+    rows = release_differential(records)
+    lines = [f"{config}@{system} {libc}: {' vs '.join(sorted(names))}: "
+             f"{sum(1 for key, _ in rows if key.startswith(f'{config}@{system}/{libc}/'))} case(s) differ"
+             for (config, system, libc), names in sorted(pairs.items())]
+    return lines + ([""] + differential_lines(records, rows=rows) if rows else [])
 
 
 def problems_lines(records: list[dict]) -> list[str]:

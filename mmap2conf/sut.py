@@ -19,7 +19,8 @@ from .model import ARCHES_DIR, Config, Fact, ModelError
 UNAME_TABLE = ARCHES_DIR / "kernel" / "uname.toml"
 # The properties a row's expectation or a known issue's `where` may name, with the
 # values each may take (checked when the tables load).
-PROPERTIES = {"kernel_bits": (32, 64), "emulator": ("qemu-user", "none"), "page_size": None}
+PROPERTIES = {"kernel_bits": (32, 64), "emulator": ("qemu-user", "none"), "page_size": None,
+              "libc": ("glibc", "musl")}
 
 
 class SystemUnderTestError(Exception):
@@ -36,6 +37,8 @@ class Properties:
     emulator: str                  # "qemu-user" where qemu linux-user answers the calls, else "none"
     emulator_version: str | None
     sources: dict                  # where each property comes from
+    libc: str | None = None        # the helper's libc (glibc, musl); None: the raw flavour
+    libc_version: str | None = None   # as that libc reports its release (gnu_get_libc_version())
 
     def value(self, name: str):
         return getattr(self, name)
@@ -106,12 +109,46 @@ def qemu_version(version_output: str) -> str:
     return match.group(1)
 
 
-def measure(config: Config, probe: dict, stated: dict) -> Properties:
+def libc_version(release: str) -> str:
+    """A PEP 440 version for a libc's release string, for known-issue ranges and rows:
+    its leading numbers, the rest as the local label ("2.41" -> 2.41; a development
+    build's "2.41.9000" -> 2.41.9000; "1.2.5-git-12-gabc" -> 1.2.5+git.12.gabc)."""
+    match = re.match(r"(\d+(?:\.\d+)*)(.*)", release.strip())
+    if not match:
+        raise SystemUnderTestError(f"libc release {release!r} does not start with a version number")
+    numbers, rest = match.groups()
+    local = re.sub(r"[^A-Za-z0-9]+", ".", rest).strip(".")
+    from packaging.version import InvalidVersion, Version   # late: the bootstrap runs without it
+    try:
+        return str(Version(numbers + (f"+{local}" if local else "")))
+    except InvalidVersion as exc:
+        raise SystemUnderTestError(f"libc release {release!r}: {exc}") from None
+
+
+def _libc(probe: dict, libc: str | None, sources: dict) -> tuple[str | None, str | None]:
+    """The libc the probe names, checked against the flavour's."""
+    reported = probe.get("libc")
+    if libc is None:
+        if reported is not None:
+            raise SystemUnderTestError(f"the raw helper's probe names a libc: {reported!r}")
+        return None, None
+    if not isinstance(reported, dict) or not isinstance(reported.get("version"), str):
+        raise SystemUnderTestError(f"the probe reported no libc version: {reported!r}")
+    if reported.get("name") != libc:
+        raise SystemUnderTestError(f"the probe names libc {reported.get('name')!r}; the flavour is built with {libc}")
+    sources["libc_version"] = ("measured: gnu_get_libc_version() in the helper" if libc == "glibc" else
+                               "measured: musl's __libc_version (src/internal/version.c) in the helper")
+    libc_version(reported["version"])   # a release no range could be matched against is an error now
+    return libc, reported["version"]
+
+
+def measure(config: Config, probe: dict, stated: dict, libc: str | None = None) -> Properties:
     """The properties of a system from its probe answer and what its runner states.
 
     ``stated`` may fix kernel_bits (qemu-user: the host kernel's), emulator and
-    emulator_version. A page size the ABI's kernels cannot have is an error about the
-    system, not a reason to judge it by the wrong page."""
+    emulator_version; ``libc`` is the flavour's libc, which the probe must name. A
+    page size the ABI's kernels cannot have is an error about the system, not a
+    reason to judge it by the wrong page."""
     page = probe.get("auxv_pagesz")
     if not isinstance(page, int) or isinstance(page, bool):
         raise SystemUnderTestError(f"the probe reported no page size (AT_PAGESZ): {page!r}")
@@ -133,9 +170,11 @@ def measure(config: Config, probe: dict, stated: dict) -> Properties:
     version = kernel_version(release, uname.get("version")) if release else None
     if release:
         sources["kernel_release"] = "measured: uname -r of the helper"
+    libc_name, libc_release = _libc(probe, libc, sources)
     return Properties(page_size=page, kernel_bits=bits, kernel_release=release, kernel_version=version,
                       machine=machine, emulator=stated.get("emulator", "none"),
-                      emulator_version=stated.get("emulator_version"), sources=sources)
+                      emulator_version=stated.get("emulator_version"), sources=sources,
+                      libc=libc_name, libc_version=libc_release)
 
 
 def condition_holds(condition: str, properties: Properties) -> bool:

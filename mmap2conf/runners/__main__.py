@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from .. import libcs
 from ..model import load_all
 from . import clean_environment
 from .docker import SCRATCH_IN_CONTAINER
@@ -19,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("flavour")
     parser.add_argument("--trace", action="store_true")
     args = parser.parse_args(argv)
-    config = load_all()[args.config]
+    configs = load_all()
+    libcs.attach(configs, libcs.load(configs))   # the releases of libcs/, prebuilt in the image too
+    config = configs[args.config]
     runner = QemuUser(config, "qemu-user", True, None)
     command = runner.command(runner.helper(args.flavour), Path(SCRATCH_IN_CONTAINER), args.trace)
     os.execve(command[0], command, clean_environment())

@@ -67,6 +67,11 @@ class Docker(Runner):
         return {"emulator": "qemu-user", "emulator_version": self.identity()["version"], **host_kernel_bits()}
 
     def helper(self, flavour: str) -> str:
+        spec = self.config.flavours[flavour]
+        if spec.build is not None and spec.build.directory is not None:
+            # A build directory of the host's is not in the image (libcs/ archive releases are).
+            raise RunnerUnavailable(f"the docker runner starts the helpers prebuilt in {self.options.image}; "
+                                    f"the {flavour} flavour's build ({spec.build.describe()}) is on the host")
         return f"{self.config.name}/{flavour}"   # prebuilt in the image
 
     def command(self, helper: str, workdir: Path, trace: bool = False) -> list[str]:

@@ -87,24 +87,36 @@ def test_rows_may_only_refer_to_facts_that_exist(tmp_path, line, new, message):
 
 
 @pytest.mark.parametrize("line, new, message", [
-    (None, 'flavours = ["bionic"]', "flavours: unknown flavour 'bionic'"),
-    (None, 'flavours = []', "flavours must be a non-empty list"),
-    (None, 'flavours = "musl"', "flavours must be a non-empty list"),
-    (None, 'flavours = ["raw", "raw"]', "names a flavour twice"),
-    (None, 'flavours = ["musl"]', "the musl flavour cannot make a mmap2 call"),
-    (3, 'call = "mmap"\nflavours = ["raw"]', "the raw flavour cannot make a mmap call"),
+    (None, 'flavours = ["musl"]', "a row names the libc whose own answer it states"),
+    (None, 'libc = "bionic"', "libc must be one of glibc, musl, not 'bionic'"),
+    (None, 'libc = "glibc-2.41"', "libc must be one of glibc, musl, not 'glibc-2.41'"),
+    (None, 'libc_version = ">=2.41"', "libc must be one of glibc, musl (libc_version needs it)"),
+    (None, 'libc = "musl"', "libc: a mmap2 call is the raw flavour's"),
+    (3, 'call = "mmap"\nlibc = "musl"\nlibc_version = "1.2.3"', "libc_version must be a PEP 440 specifier"),
+    (3, 'call = "mmap"\nlibc = "musl"\nlibc_version = ""', "libc_version must be a PEP 440 specifier"),
 ])
-def test_a_rows_flavours_must_be_able_to_make_its_call(tmp_path, line, new, message):
+def test_a_row_names_a_libc_and_releases_never_a_flavour(tmp_path, line, new, message):
     assert message in load_with_second_row(tmp_path, SECOND_ROW, line, new)
 
 
 def test_a_row_for_one_libc_is_not_applicable_to_the_others():
     rows = {c.key: c for c in load_cases()}
     musl_only = rows["libc-limits/musl-length-ptrdiff-max"]
-    assert musl_only.flavours == ("musl",)
-    assert musl_only.not_for_flavour("musl") is None
-    assert musl_only.not_for_flavour("glibc").startswith("n.a.: the row checks musl only")
-    assert rows["libc-limits/mmap64-offset=4097"].not_for_flavour("glibc") is None
+    assert musl_only.libc == "musl"
+    assert musl_only.not_for_libc("musl", "musl-1.2.3") is None
+    assert musl_only.not_for_libc("glibc", "glibc-2.41").startswith("n.a.: the row checks musl only")
+    assert "the glibc-2.41 flavour is built with glibc" in musl_only.not_for_libc("glibc", "glibc-2.41")
+    assert rows["libc-limits/mmap64-offset=4097"].not_for_libc("glibc", "glibc") is None
+
+
+def test_a_row_for_some_releases_asks_the_release_the_helper_reported():
+    from dataclasses import replace
+    from types import SimpleNamespace
+    row = replace({c.key: c for c in load_cases()}["libc-limits/musl-length-ptrdiff-max"], libc_version=">=1.2.4")
+    assert row.not_for_release(SimpleNamespace(libc="musl", libc_version="1.2.5")) is None
+    assert row.not_for_release(SimpleNamespace(libc="musl", libc_version="1.2.5-git-3-gabc")) is None
+    reason = row.not_for_release(SimpleNamespace(libc="musl", libc_version="1.2.3"))
+    assert reason == "n.a.: the row checks musl >=1.2.4 only; the helper's musl reports release 1.2.3"
 
 
 FILE_ROW = ["[[case]]", 'id = "second"', 'clause = "write.ERRORS.EFBIG"', 'call = "extend"',
@@ -126,7 +138,7 @@ FILE_ROW = ["[[case]]", 'id = "second"', 'clause = "write.ERRORS.EFBIG"', 'call 
      "expect: 'linux-32' is not NAME=VALUE with NAME one of kernel_bits"),
     (5, 'expect = { default = "success", "kernel_bits=16" = "EFBIG" }', "kernel_bits is one of 32, 64"),
     (None, "trace = true", "only for libc calls"),
-    (None, 'flavours = ["glibc"]', "the glibc flavour cannot make a extend call"),
+    (None, 'libc = "glibc"', "libc: a extend call is the raw flavour's"),
     (None, 'open = "RDONLY|BIGFILE"', "'open' means nothing to the extend call"),
     (3, 'call = "open"\nopen = "RDONLY|BIGFILE"', "open token 'BIGFILE'"),
 ])

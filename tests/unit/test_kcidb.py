@@ -54,7 +54,11 @@ def test_one_build_per_system_under_test(json_report):
     assert {(b["misc"]["config"], b["misc"]["flavour"], b["misc"]["system"], b["misc"].get("runner_version"))
             for b in data["builds"]} == systems
     for build in data["builds"]:
-        assert build["misc"]["libc"] == {"raw": None, "glibc": "glibc", "musl": "musl"}[build["misc"]["flavour"]]
+        # the libc the build's helper reported (glibc for glibc and glibc-2.41), none for raw
+        reported = {(r.get("properties") or {}).get("libc") for r in document["records"]
+                    if (r["config"], r["flavour"], r["system"]) == (build["misc"]["config"], build["misc"]["flavour"],
+                                                                   build["misc"]["system"])} - {None}
+        assert build["misc"].get("libc") == (reported.pop() if reported else None)
         assert build["checkout_id"] == data["checkouts"][0]["id"]
     for test, record in zip(data["tests"], document["records"]):
         build = builds[test["build_id"]]["misc"]

@@ -113,18 +113,47 @@ def test_the_repository_file_loads():
     ('configs = ["i386", "arm*"]', 'configs = ["i386", "vax"]', "configs: 'vax' matches no configuration"),
     ('cases = ["large-offsets/*"]', 'cases = ["large-offset/*"]', "cases: 'large-offset/*' matches no case"),
     ('flavours = ["raw"]', 'flavours = ["bionic"]', "flavours: unknown ['bionic']"),
+    ('flavours = ["raw"]', 'flavours = ["glibc-2.41"]', "a libc's name covers every build of it"),
     ('symptom = { result = "mapped", block = "byte_offset % 2**32 // 4096" }', 'symptom = { errno = "ENOPE" }',
      "errno 'ENOPE' is not an errno name"),
 ])
 def test_a_record_must_name_what_exists(tmp_path, old, new, message):
     from mmap2conf.cases import ERRNO_NAMES, load_cases
     from mmap2conf.knownissues import check_references
-    from mmap2conf.model import FLAVOURS, load_all
+    from mmap2conf.model import FLAVOUR_KINDS, load_all
 
     path = tmp_path / "known-issues.toml"
     path.write_text("\n\n" + RECORD.replace(old, new))
     with pytest.raises(KnownIssueError) as error:
-        check_references(load_known_issues(path), load_all(), [c.key for c in load_cases()], FLAVOURS,
+        check_references(load_known_issues(path), load_all(), [c.key for c in load_cases()], FLAVOUR_KINDS,
                          ERRNO_NAMES, path)
     assert f"{path}:4 (KI-example)" in str(error.value)
     assert message in str(error.value)
+
+
+LIBC_RECORD = (RECORD.replace('component = "qemu"', 'component = "libc"\nlibc = "glibc"')
+               .replace('flavours = ["raw"]', 'flavours = ["glibc"]').replace('versions = ">=2.0,<8.1"',
+                                                                               'versions = ">=2.41"'))
+
+
+@pytest.mark.parametrize("libc, matched", [
+    (("glibc", "2.41"), True), (("glibc", "2.42"), True), (("glibc", "2.41.9000"), True),
+    (("glibc", "2.36"), False), (("glibc", "2.40"), False), (("musl", "2.41"), False), (None, False),
+])
+def test_a_libc_record_matches_the_release_the_helper_reports(tmp_path, libc, matched):
+    issues = load(tmp_path, LIBC_RECORD)
+    found = find_issue(issues, "large-offsets/x", "i386", "glibc", system(), libc=libc)
+    assert (found is not None) == matched
+    # on every system: a libc's answer is the same under qemu and on a kernel
+    assert (find_issue(issues, "large-offsets/x", "i386", "glibc", system(emulator="none"), libc=libc)
+            is not None) == matched
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('flavours = ["glibc"]', 'flavours = ["glibc", "musl"]', "flavours = [its name]"),
+    ('libc = "glibc"', 'libc = "bionic"', "libc must be one of glibc, musl"),
+    ('libc = "glibc"\n', '', "libc names the libc exactly when component is libc"),
+])
+def test_a_libc_record_names_one_libc(tmp_path, old, new, message):
+    with pytest.raises(KnownIssueError, match=message.replace("[", "\\[").replace("]", "\\]")):
+        load(tmp_path, LIBC_RECORD.replace(old, new))

@@ -133,3 +133,52 @@ def test_known_issues_and_differences_fit_80_columns():
     assert "    qemu-user: block 0x1 (KI-9)" in lines
     wide = differential_lines(answers, width=200)
     assert wide[0].split() == ["case", "linux-16k", "linux-32", "qemu-user"]
+
+
+def release(flavour, version, observed, outcome="passed", issue=None, case="libc-limits/x", libc="glibc"):
+    return {"config": "i386", "flavour": flavour, "case": case, "runner": "native", "system": "native",
+            "outcome": outcome, "known_issue": issue, "observed": observed, "column": "i386@native",
+            "clause": "c", "nodeid": f"{flavour}/{case}",
+            "properties": None if version is None else {"libc": libc, "libc_version": version}}
+
+
+def test_the_release_view_lists_the_cases_two_releases_of_one_libc_answer_differently():
+    from mmap2conf.report import release_differential, release_lines
+    records = [release("glibc", "2.36", {"result": "mapped", "block": 1}, "xfailed", "KI-99"),
+               release("glibc-2.41", "2.41", {"result": "error", "errno": "EINVAL"}),
+               release("mine", "2.42.9000", {"result": "error", "errno": "EINVAL"}),
+               # the same answer from both: not a difference
+               release("glibc", "2.36", {"result": "error", "errno": "EINVAL"}, case="libc-limits/same"),
+               release("glibc-2.41", "2.41", {"result": "error", "errno": "EINVAL"}, case="libc-limits/same"),
+               # a row for some releases only: n.a. after the probe, with the release
+               release("glibc", "2.36", None, "n.a.", case="libc-limits/new"),
+               release("glibc-2.41", "2.41", {"result": "error", "errno": "EINVAL"}, case="libc-limits/new"),
+               # another libc on the same system is never compared with glibc
+               release("musl", "1.2.5", {"result": "error", "errno": "ENOMEM"}, libc="musl"),
+               # a session that never started says nothing
+               release("glibc-2.41", None, None, "skipped", case="libc-limits/skipped"),
+               release("raw", None, {"result": "mapped", "block": 0})]
+    records[5]["properties"] = {"libc": "glibc", "libc_version": "2.36"}
+    assert release_differential(records) == [
+        ("i386@native/glibc/libc-limits/new", {"glibc (2.36)": ("n.a.", "expected"),
+                                               "glibc-2.41 (2.41)": ("EINVAL", "expected")}),
+        ("i386@native/glibc/libc-limits/x", {"glibc (2.36)": ("block 0x1", "KI-99"),
+                                             "glibc-2.41 (2.41)": ("EINVAL", "expected"),
+                                             "mine (2.42.9000)": ("EINVAL", "expected")})]
+    text = "\n".join(release_lines(records))
+    assert "i386@native glibc: glibc (2.36) vs glibc-2.41 (2.41) vs mine (2.42.9000): 2 case(s) differ" in text
+    assert "musl" not in text.split("\n")[0]
+
+
+def test_compare_matches_two_flavours_of_one_report(tmp_path):
+    from mmap2conf.cli import compare
+    records = [release("glibc", "2.36", {"result": "mapped", "block": 1}, "xfailed", "KI-99"),
+               release("glibc-2.41", "2.41", {"result": "error", "errno": "EINVAL"}),
+               release("glibc", "2.36", {}, case="libc-limits/same"),
+               release("glibc-2.41", "2.41", {}, case="libc-limits/same"),
+               dict(release("glibc", "2.36", {}, case="libc-limits/x"), config="hppa")]   # hppa has one only
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"schema": SCHEMA, "records": records}))
+    assert compare(path, path, ignore_runner=False, flavours=[("glibc", "glibc-2.41")]) == [
+        ("i386/glibc=glibc-2.41/native/libc-limits/x", "xfailed", "passed", "KI-99")]
+    assert compare(path, path, ignore_runner=False) == []

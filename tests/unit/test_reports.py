@@ -30,6 +30,18 @@ def test_compare_of_a_report_with_itself_is_empty(real_reports):
     assert compare(report, report, ignore_runner=False) == []
 
 
+def test_the_two_releases_of_each_libc_answer_alike_on_i386(real_reports):
+    """Debian 12's glibc 2.36 and Debian 13's 2.41, zig's musl 1.2.5 and Debian 12's 1.2.3:
+    their mmap and mmap64 are the same code (README, "Libc releases")."""
+    import json
+    report = real_reports / "native" / "conformance.json"
+    records = json.loads(report.read_text())["records"]
+    versions = {(r["flavour"], r["properties"]["libc_version"]) for r in records if (r["properties"] or {}).get("libc")}
+    assert versions == {("glibc", "2.36"), ("glibc-2.41", "2.41"), ("musl", "1.2.5"), ("musl-1.2.3", "1.2.3")}
+    assert compare(report, report, ignore_runner=False,
+                   flavours=[("glibc", "glibc-2.41"), ("musl", "musl-1.2.3")]) == []
+
+
 def browser_for(tmp_path):
     from selenium import webdriver
 
