@@ -179,6 +179,7 @@ class Engine:
         self.open: dict[str, _Session] = {}
         self.unavailable: dict[str, str] = {}
         self.unbuilt: set[str] = set()   # sessions unavailable because their helper could not be built
+        self.broken: set[str] = set()    # sessions whose system started and did not answer as it must
         self.identities: dict[str, dict | str] = {}
 
     def identity(self, runner: Runner) -> dict:
@@ -223,6 +224,12 @@ class Engine:
                 self.unavailable[key] = f"unavailable: {exc}"
                 if isinstance(exc, build.BuildError):
                     self.unbuilt.add(instance.group)
+                # A system that started and then did not answer as a helper does (a guest that
+                # never boots, a helper that dies, garbage) or that measures as no kernel of
+                # the ABI can be, is broken: an error, not a system that is merely not here.
+                if isinstance(exc, SystemUnderTestError) or (isinstance(exc, ProtocolError)
+                                                             and exc.kind != "cannot-start"):
+                    self.broken.add(key)
                 return self.unavailable[key]
         return self.open[key]
 
@@ -241,7 +248,7 @@ class Engine:
             properties = measure(instance.config, probe, runner.stated(), instance.spec.libc)
         except ProtocolError as exc:
             session.close()
-            raise ProtocolError(f"the helper does not run here: {exc}") from None
+            raise ProtocolError(f"the helper does not run here: {exc}", exc.kind) from None
         except (SystemUnderTestError, RunnerUnavailable):
             session.close()
             raise
@@ -286,9 +293,10 @@ class Engine:
             # A flavour named by the user that cannot be built is an error on every system;
             # a system that cannot run is one only where it was named (or --require-all).
             by_name = runner.asked or (instance.spec.asked and instance.group in self.unbuilt)
-            record.outcome = Outcome.ERROR if by_name or self.suite.require_all else Outcome.SKIPPED
-            record.reason = session + (" (asked for by name)" if by_name else
-                                       " (--require-all)" if self.suite.require_all else "")
+            broken = any(key == instance.group or key.startswith(instance.group + "/") for key in self.broken)
+            record.outcome = Outcome.ERROR if by_name or broken or self.suite.require_all else Outcome.SKIPPED
+            record.reason = session + (" (asked for by name)" if by_name else " (the system is broken)" if broken
+                                       else " (--require-all)" if self.suite.require_all else "")
             return
         record.properties = session.properties.as_dict()
         try:
@@ -296,7 +304,7 @@ class Engine:
             not_for_release = instance.case.not_for_release(session.properties)
             if not_for_release:
                 record.outcome, record.reason = Outcome.NA, not_for_release
-                return record
+                return
             self._judge(instance, session, record)
         except (cases.CaseError, oracle.OracleError, knownissues.KnownIssueError, SystemUnderTestError) as exc:
             record.outcome, record.reason = Outcome.ERROR, f"the suite's data: {exc}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import signal
 import subprocess
 from pathlib import Path
 
@@ -159,9 +160,17 @@ def _suite(config) -> Suite:
     return suite
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"interrupted by {signal.Signals(signum).name}")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "clause(id): the manual page clause a conformance case checks")
     config.stash[SUITE] = _suite(config)
+    # SIGTERM and SIGHUP (a CI job cancelled, a closed terminal) end the run as Ctrl-C does:
+    # sessions closed, the JSON written with status "interrupted", exit status 2.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
 
 
 def pytest_unconfigure(config):

@@ -89,6 +89,27 @@ def test_a_guests_console_noise_reaches_neither_the_terminal_nor_the_json(scratc
     assert list(scratch_root.iterdir()) == []
 
 
+def test_a_guest_that_never_boots_is_an_error_in_the_default_selection_too(scratch_root, tmp_path):
+    """Issue 15 item 4: a kernel system that starts and never reaches the helper's ready line
+    is broken, an error with exit status 6, not a skip, even where nobody named it."""
+    directory = fake_qemu_system(tmp_path, f"printf '{NOISE}'; exit 1")
+    report = tmp_path / "report.json"
+    result = conformance(["--arch", "i386", "--libc", "raw", "-k", "offset-unit", "--conformance-json", str(report)],
+                         env={"PATH": f"{directory}:{os.environ['PATH']}", "MMAP2CONF_BOOT_TIMEOUT": "5"})
+    no_traceback(result.stdout, result.stderr)
+    by_system = {}
+    for record in records(report).values():
+        by_system.setdefault(record["runner"], set()).add(record["outcome"])
+    if by_system.get("linux") == {"skipped"}:
+        pytest.skip("the i386 kernels of machines/ are not here")
+    assert by_system["linux"] <= {"error", "n.a."} and "error" in by_system["linux"]
+    assert all("the system is broken" in r["reason"] for r in records(report).values()
+               if r["runner"] == "linux" and r["outcome"] == "error")
+    assert by_system["native"] <= {"passed", "n.a."}
+    assert result.returncode == 6
+    assert list(scratch_root.iterdir()) == []
+
+
 @pytest.mark.parametrize("value, why", [
     ("/nonexistent/mmap2conf", "no such directory"),
     ("/etc/passwd", "not a directory"),

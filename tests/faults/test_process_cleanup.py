@@ -108,7 +108,7 @@ def start_hung_run(tmp_path, started, command, env=None):
     return process, log
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, -signal.SIGTERM),
+@pytest.mark.parametrize("signum, status", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 2),
                                             (signal.SIGINT, 2)])
 def test_a_signalled_pytest_run_leaves_nothing_behind(scratch_root, tmp_path, started, signum, status):
     report = tmp_path / "report.json"
@@ -122,7 +122,7 @@ def test_a_signalled_pytest_run_leaves_nothing_behind(scratch_root, tmp_path, st
     assert process.returncode == status
     assert_nothing_left(scratch_root, tag)
     assert not any(alive(p) for p in logged_pids(log))
-    if signum == signal.SIGINT:                     # pytest's own interrupt: its clean-up ran, the JSON too
+    if signum != signal.SIGKILL:                    # an interrupt: the clean-up ran, the JSON too
         no_traceback(stderr)
         assert records(report) and json.loads(report.read_text())["status"] == "interrupted"
 
