@@ -227,8 +227,9 @@ class Engine:
                 # A system that started and then did not answer as a helper does (a guest that
                 # never boots, a helper that dies, garbage) or that measures as no kernel of
                 # the ABI can be, is broken: an error, not a system that is merely not here.
-                if isinstance(exc, SystemUnderTestError) or (isinstance(exc, ProtocolError)
-                                                             and exc.kind != "cannot-start"):
+                if isinstance(exc, SystemUnderTestError) or (
+                        isinstance(exc, ProtocolError) and exc.kind != "cannot-start"
+                        and not (exc.kind == "exited" and exc.status == instance.runner.unavailable_status)):
                     self.broken.add(key)
                 return self.unavailable[key]
         return self.open[key]
@@ -248,7 +249,7 @@ class Engine:
             properties = measure(instance.config, probe, runner.stated(), instance.spec.libc)
         except ProtocolError as exc:
             session.close()
-            raise ProtocolError(f"the helper does not run here: {exc}", exc.kind) from None
+            raise ProtocolError(f"the helper does not run here: {exc}", exc.kind, status=exc.status) from None
         except (SystemUnderTestError, RunnerUnavailable):
             session.close()
             raise

@@ -67,9 +67,10 @@ class ProtocolError(Exception):
     guest that did not boot), "request-too-long", "cannot-start" (the command cannot be
     executed at all: not an executable format, a directory, missing)."""
 
-    def __init__(self, message: str, kind: str = "protocol", answer: dict | None = None):
+    def __init__(self, message: str, kind: str = "protocol", answer: dict | None = None,
+                 status: int | None = None):
         super().__init__(printable(message))
-        self.kind, self.answer = kind, answer
+        self.kind, self.answer, self.status = kind, answer, status   # status: of an exited process
 
 
 class SettingError(Exception):
@@ -204,7 +205,7 @@ class HelperSession:
                     except BrokenPipeError:
                         status = self._exit_status()
                         raise ProtocolError(f"the helper exited before taking its preamble (status {status}): "
-                                            f"{self.stderr_tail()}") from None
+                                            f"{self.stderr_tail()}", "exited", status=status) from None
         finally:
             if not self.process.stdin.closed:
                 os.set_blocking(fd, True)
@@ -256,7 +257,7 @@ class HelperSession:
         except BrokenPipeError:
             status = self.close_process(wait=self.timeout)
             raise ProtocolError(f"the helper exited before reading the request "
-                                f"(status {status}): {self.stderr_tail()}", "exited") from None
+                                f"(status {status}): {self.stderr_tail()}", "exited", status=status) from None
         answer, stray = self._answer(wire, tag)
         self.in_exchange = False
         answer["id"] = _untag(answer.get("id"), tag, request_id)
@@ -281,7 +282,7 @@ class HelperSession:
             except ProtocolError as exc:
                 after = f" (after stray output: {'; '.join(stray[:STRAY_SHOWN])})" if stray else ""
                 report = self._console_report() if self.console is not None else ""
-                raise ProtocolError(f"{exc}{after}{report}", exc.kind) from None
+                raise ProtocolError(f"{exc}{after}{report}", exc.kind, exc.answer, exc.status) from None
             line = console_line(raw) if self.console is not None else raw
             value = console_object(line)
             if value is None:
@@ -334,7 +335,7 @@ class HelperSession:
                     status = self.close_process(wait=self.timeout)
                     raise ProtocolError(f"the helper exited (status {status}) mid-answer; "
                                         f"got {_quote(self._buffer)}; stderr: {self.stderr_tail()}",
-                                        "exited")
+                                        "exited", status=status)
                 self._buffer += chunk
                 if len(self._buffer) > MAX_LINE:
                     self.close_process()

@@ -79,6 +79,9 @@ class Runner(ABC):
     # "bytes" (scaled to a byte offset), or None: no tracer can be attached.
     tracer: ClassVar[str | None] = None
     console: ClassVar[Console | None] = None  # None: the helper's own pipes
+    # The exit status with which the runner's command says "this system cannot run that
+    # here" (a missing facility, not a broken system): the session is then unavailable.
+    unavailable_status: ClassVar[int | None] = None
 
     def __init__(self, config: Config, name: str, asked: bool):
         self.config, self.name, self.asked = config, name, asked

@@ -233,6 +233,8 @@ class Ssh(Runner):
     apt = ("openssh-client",)
     tracer = None     # decided before any connection is made: see the module's docstring
 
+    unavailable_status = SETUP_FAILED   # the board lacks what the session needs (the remote script says what)
+
     def __init__(self, config: Config, target: Target, options: Options):
         super().__init__(config, target.name, False)
         self.target, self.options = target, options
