@@ -91,3 +91,17 @@ def given_report():
     """A report named by MMAP2CONF_REPORT (make check: the full run's), or None."""
     path = os.environ.get("MMAP2CONF_REPORT")
     return Path(path) if path else None
+
+
+# The reports the format tests (KTAP, KCIDB, LAVA) read: every outcome, two real runs, and
+# under make check the full run's (MMAP2CONF_REPORT).
+REPORTS = ["outcomes", "real-qemu-user", "real-native"] + (["given"] if os.environ.get("MMAP2CONF_REPORT") else [])
+
+
+@pytest.fixture(params=REPORTS)
+def json_report(request, outcomes_report, given_report):
+    if request.param == "outcomes":
+        return outcomes_report
+    if request.param == "given":
+        return given_report
+    return request.getfixturevalue("real_reports") / request.param.removeprefix("real-") / "conformance.json"

@@ -1,7 +1,6 @@
 """KCIDB output, validated with kcidb-io's own schema (the pinned kcidb-io package), with
 statuses, builds and known-issue incidents checked against the JSON report."""
 import json
-import os
 from collections import Counter
 
 import jsonschema
@@ -13,17 +12,7 @@ from mmap2conf.cli import main
 from mmap2conf.kcidb import STATUS, kcidb_document
 from mmap2conf.knownissues import load_known_issues
 
-REPORTS = ["outcomes", "real-qemu-user", "real-native"] + (["given"] if os.environ.get("MMAP2CONF_REPORT") else [])
 KNOWN = {issue.id: issue for issue in load_known_issues()}
-
-
-@pytest.fixture(params=REPORTS)
-def json_report(request, outcomes_report, given_report):
-    if request.param == "outcomes":
-        return outcomes_report
-    if request.param == "given":
-        return given_report
-    return request.getfixturevalue("real_reports") / request.param.removeprefix("real-") / "conformance.json"
 
 
 def convert(path, **options):

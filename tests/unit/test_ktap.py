@@ -2,7 +2,6 @@
 of Debian's linux-source-6.1, unpacked into the build cache by mmap2conf/debian.py), with
 its counts checked against the JSON report it came from."""
 import json
-import os
 import sys
 from collections import Counter
 
@@ -12,7 +11,6 @@ from mmap2conf import debian
 from mmap2conf.cli import known_issue_titles, main
 from mmap2conf.ktap import write_ktap
 
-REPORTS = ["outcomes", "real-qemu-user", "real-native"] + (["given"] if os.environ.get("MMAP2CONF_REPORT") else [])
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +21,6 @@ def kunit_parser():
         yield kunit_parser
         for name in ("kunit_parser", "kunit_printer"):
             sys.modules.pop(name, None)
-
-
-@pytest.fixture(params=REPORTS)
-def json_report(request, outcomes_report, given_report):
-    if request.param == "outcomes":
-        return outcomes_report
-    if request.param == "given":
-        return given_report
-    return request.getfixturevalue("real_reports") / request.param.removeprefix("real-") / "conformance.json"
 
 
 def parse(kunit_parser, text):

@@ -17,7 +17,6 @@ from mmap2conf.model import REPO
 
 DEFINITION = REPO / "lava" / "mmap2-conformance.yaml"
 JOB = REPO / "lava" / "qemu-job.yaml"
-REPORTS = ["outcomes", "real-qemu-user", "real-native"] + (["given"] if os.environ.get("MMAP2CONF_REPORT") else [])
 # lava_dispatcher/actions/test/shell.py: a signal is <LAVA_SIGNAL_NAME params> (_reset_patterns)
 SIGNAL = re.compile(r"<LAVA_SIGNAL_(\S+) ([^>]+)>")
 
@@ -29,15 +28,6 @@ def lava_schemas():
         from lava_common import schemas
         from lava_common.schemas.test import testdef
         yield schemas, testdef
-
-
-@pytest.fixture(params=REPORTS)
-def json_report(request, outcomes_report, given_report):
-    if request.param == "outcomes":
-        return outcomes_report
-    if request.param == "given":
-        return given_report
-    return request.getfixturevalue("real_reports") / request.param.removeprefix("real-") / "conformance.json"
 
 
 def test_the_test_definition_is_valid_for_lava(lava_schemas):
