@@ -457,6 +457,8 @@ static struct {
 	char *str[NKEYS];
 	int n[NKEYS];
 } rq;
+/* One bit a key, in the unsigned long of every ABI, the 32-bit ones included. */
+_Static_assert(NKEYS <= 32, "more request keys than bits in rq.seen");
 static u64 markers_arr[MAXARR], reads_arr[MAXARR], junk_arr[MAXARR];
 
 static char *cur;			/* parse position */
@@ -640,7 +642,7 @@ static const char *parse_line(char *line)
 
 #define HAS(k) (rq.seen & 1UL << (k))
 /* The keys a file call takes: the frame's and the FILE ones. */
-enum { SCOPE_FRAME, SCOPE_FILE, SCOPE_MMAP, SCOPE_HARNESS };
+enum { SCOPE_FRAME, SCOPE_FILE, SCOPE_MMAP, SCOPE_HARNESS, SCOPE_INIT };
 static const unsigned long file_call_keys = 0
 #define KEY(n, type, scope) \
 	| (unsigned long)(SCOPE_##scope == SCOPE_FRAME || SCOPE_##scope == SCOPE_FILE) << K_##n
@@ -1311,6 +1313,9 @@ static const char *prepare_call(const char **arg)
 	return 0;
 }
 
+static int dispatching;		/* init mode: an init that starts the other helpers */
+static void do_exec(const char *id);
+
 static void handle_line(char *line)
 {
 	const char *e = parse_line(line), *id, *arg;
@@ -1325,6 +1330,13 @@ static void handle_line(char *line)
 		protocol_error(0, "missing key: id", 0);
 	else if (!HAS(K_op))
 		protocol_error(id, "missing key: op", 0);
+	else if (streq(rq.str[K_op], "exec") != dispatching)
+		protocol_error(id, dispatching ? "a dispatching init only takes exec"
+			       : "exec needs a dispatching init", rq.str[K_op]);
+	else if (dispatching && !HAS(K_path))
+		protocol_error(id, "missing key: path", 0);
+	else if (dispatching)
+		do_exec(id);
 	else if (streq(rq.str[K_op], "probe"))
 		do_probe(id);
 	else if (!streq(rq.str[K_op], "call"))
@@ -1338,6 +1350,56 @@ static void handle_line(char *line)
 /* ---- init mode: the whole user space of a guest kernel ---- */
 
 #define INIT_READY "mmap2_helper: init mode, ready"
+#define INIT_DISPATCH "MMAP2_INIT=dispatch"
+#define SCRATCH_EXEC "/tmp"
+#define SCRATCH_NOEXEC "/noexec"
+
+static char **init_envp;
+
+/* The exec request of a dispatching init: run the helper at `path` on the
+ * console, with the scratch tmpfs (noexec: the noexec one) as its DIR. The
+ * answer comes once execve has succeeded, which a close-on-exec pipe tells;
+ * then init waits until that helper exits at the end-of-file the harness
+ * sends, and reads requests again. */
+static void do_exec(const char *id)
+{
+	char *argv[3] = { (char *)rq.str[K_path],
+			  (char *)(HAS(K_noexec) && rq.num[K_noexec] ? SCRATCH_NOEXEC : SCRATCH_EXEC), 0 };
+	int p[2], err = 0, status;
+	long pid, r;
+	if (sys(__NR_pipe2, (ulong)p, O_CLOEXEC, 0, 0, 0) < 0 ||
+	    (pid = sys(__NR_clone, SIGCHLD, 0, 0, 0, 0)) < 0) {
+		protocol_error(id, "exec", "pipe2 or clone failed");
+		return;
+	}
+	if (pid == 0) {
+		sys(__NR_close, p[0], 0, 0, 0, 0);
+		err = -sys(__NR_execve, (ulong)argv[0], (ulong)argv, (ulong)init_envp, 0, 0);
+		sys(__NR_write, p[1], (ulong)&err, sizeof err, 0, 0);
+		sys_exit(127);
+	}
+	sys(__NR_close, p[1], 0, 0, 0, 0);
+	while ((r = sys(__NR_read, p[0], (ulong)&err, sizeof err, 0, 0)) == -EINTR)
+		;
+	sys(__NR_close, p[0], 0, 0, 0, 0);
+	if (r > 0) {	/* ENOEXEC, say, which the vocabulary does not name */
+		char number[24];
+		struct buf m = { number, 0, sizeof number - 1 };
+		puts_(&m, "errno ");
+		put_u64(&m, err);
+		m.p[m.len] = 0;
+		protocol_error(id, "exec failed", m.p);
+	} else {
+		puts_(&out, "{\"id\":");
+		put_jstr(&out, id);
+		puts_(&out, ",\"exec\":");
+		put_jstr(&out, argv[0]);
+		puts_(&out, "}");
+		send();
+	}
+	while (wait_child(pid, &status) == -EINTR)
+		;
+}
 
 /* Run as pid 1 without DIR, the helper is /init of an initramfs (PROTOCOL.md,
  * init mode). The kernel opened /dev/console as descriptors 0-2; the scratch
@@ -1351,19 +1413,15 @@ static void power_off(void)
 	sys_exit(0);	/* init exits, the kernel panics: panic=-1 ends it too */
 }
 
-static const char *init_scratch(char **envp)
+static void init_mount(const char *where, ulong flags)
 {
-	ulong flags = MS_NOSUID | MS_NODEV;
-	long r;
-	for (; *envp; envp++)
-		if (streq(*envp, "MMAP2_SCRATCH=noexec"))
-			flags |= MS_NOEXEC;
-	r = sys(__NR_mount, (ulong)"tmpfs", (ulong)"/tmp", (ulong)"tmpfs",
-		flags, 0);
+	long r = sys(__NR_mount, (ulong)"tmpfs", (ulong)where, (ulong)"tmpfs", flags, 0);
 	if (r < 0) {	/* no scratch directory: say why on the console */
 		struct buf m = { child_mem, 0, OUT_CAP };
 		const char *en = errno_name(-r);
-		puts_(&m, "mmap2_helper: mount tmpfs on /tmp: ");
+		puts_(&m, "mmap2_helper: mount tmpfs on ");
+		puts_(&m, where);
+		puts_(&m, ": ");
 		if (en)
 			puts_(&m, en);
 		else
@@ -1372,7 +1430,24 @@ static const char *init_scratch(char **envp)
 		write_all(2, m.p, m.len);
 		power_off();
 	}
-	return "/tmp";
+}
+
+/* The scratch tmpfs, noexec where the kernel command line says MMAP2_SCRATCH=noexec;
+ * a dispatching init (MMAP2_INIT=dispatch) mounts a noexec one beside it. */
+static const char *init_scratch(char **envp)
+{
+	ulong flags = MS_NOSUID | MS_NODEV;
+	init_envp = envp;
+	for (; *envp; envp++) {
+		if (streq(*envp, "MMAP2_SCRATCH=noexec"))
+			flags |= MS_NOEXEC;
+		if (streq(*envp, INIT_DISPATCH))
+			dispatching = 1;
+	}
+	init_mount(SCRATCH_EXEC, flags);
+	if (dispatching)
+		init_mount(SCRATCH_NOEXEC, MS_NOSUID | MS_NODEV | MS_NOEXEC);
+	return SCRATCH_EXEC;
 }
 
 /* ---- main loop ---- */

@@ -17,6 +17,8 @@
  *                     file calls (extend, open) alike
  *            MMAP:    a case row may give it, to the mmap calls only
  *            HARNESS: the harness derives it from the row (fork, from trace)
+ *            INIT:    the harness sets it on the exec request of a
+ *                     dispatching init (PROTOCOL.md, init mode)
  *   CALL(name, kind)         a call under test.
  *     kind   STUB_MMAP: the mapping call through the raw stub (raw flavour)
  *            LIBC:      a libc's mapping call (the libc flavours)
@@ -91,6 +93,8 @@ KEY(drop_caps, i, MMAP)
 KEY(write_readback, i, MMAP)
 KEY(stack, s, MMAP)
 KEY(fork, i, HARNESS)
+KEY(path, s, INIT)
+KEY(noexec, i, INIT)
 
 /* The mapping calls come first: the helper's file calls follow them. */
 CALL(mmap2, STUB_MMAP)

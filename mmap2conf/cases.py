@@ -26,7 +26,7 @@ _ENTRY = re.compile(r"^([A-Z_]+)\(([^()]*)\)\s*$")
 _ENTRY_ARITY = {"KEY": 3, "CALL": 2, "PROT": 1, "FLAG": 1, "OPEN": 1, "FD": 1, "ADDR_FROM": 1,
                 "STACK": 1, "ERRNO": 1, "SIGNAL": 1, "HELPER_CONST": 1}
 KEY_TYPES = {"s": str, "i": int, "a": list}
-KEY_SCOPES = ("FRAME", "FILE", "MMAP", "HARNESS")
+KEY_SCOPES = ("FRAME", "FILE", "MMAP", "HARNESS", "INIT")
 CALL_KINDS = ("STUB_MMAP", "LIBC", "STUB_FILE")
 
 

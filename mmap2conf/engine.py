@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import build, cases, knownissues, libcs, model, oracle, scratch
 from .machines import load_machines
+from .dispatch import Guest
 from .protocol import HelperSession, ProtocolError
 from .runners import Options, Runner, RunnerUnavailable, systems
 from .sut import Properties, SystemUnderTestError, measure
@@ -122,20 +123,56 @@ class Suite:
             self._systems[config.name] = systems(config, self.options)
         return self._systems[config.name]
 
-    def instances(self):
+    def selected(self):
+        """The (configuration, flavour) pairs of the run."""
         for config in self.configs.values():
             if self.arches is not None and config.name not in self.arches:
                 continue
             for flavour in config.flavours:
-                if self.flavours is not None and flavour not in self.flavours:
+                if self.flavours is None or flavour in self.flavours:
+                    yield config, flavour
+
+    def instances(self) -> list[Instance]:
+        """Every instance; those of one shared system (a guest that serves every helper of
+        its kernel) follow each other, so its one process is not ended and started again."""
+        found = [instance for config, flavour in self.selected() for runner in self.systems(config)
+                 for case in self.cases for instance in instances_for(config, flavour, runner, case)]
+        first: dict[str, int] = {}
+        for index, instance in enumerate(found):
+            first.setdefault(scope(instance.runner, instance.group), index)
+        return sorted(found, key=lambda instance: first[scope(instance.runner, instance.group)])
+
+    def one_worker_systems(self) -> set[str]:
+        """The systems whose cases all go to one pytest-xdist worker."""
+        return {runner.name for config, _ in self.selected() for runner in self.systems(config)
+                if runner.one_worker}
+
+    def shared_helpers(self, runner: Runner) -> list[Path]:
+        """Every helper of the run that the shared system of ``runner`` serves, in the order
+        of runner.serves() (its init first); those that cannot be built are left out (their
+        sessions say why)."""
+        chosen = {(config.name, flavour) for config, flavour in self.selected()}
+        helpers = []
+        for name in runner.serves():
+            for system in self.systems(self.configs[name]):
+                if system.kind != runner.kind or system.name != runner.name:
                     continue
-                for runner in self.systems(config):
-                    for case in self.cases:
-                        yield from instances_for(config, flavour, runner, case)
+                for flavour in self.configs[name].flavours:
+                    if (name, flavour) in chosen:
+                        try:
+                            helpers.append(system.helper(flavour))
+                        except build.BuildError:
+                            pass
+        return list(dict.fromkeys(helpers))
 
     def close(self) -> None:
         for close in self.options.closers:
             close()
+
+
+def scope(runner: Runner, group: str) -> str:
+    """What one process serves: the whole system where it is shared, else the group."""
+    return f"{runner.kind}:{runner.name}" if runner.shared else group
 
 
 def instances_for(config: model.Config, flavour: str, runner: Runner, case: cases.Case):
@@ -169,6 +206,7 @@ class _Session:
     properties: Properties
     probe: dict
     binary: object        # what the runner starts: the helper's path (or its name in an image)
+    scope: str            # what its process serves (scope())
 
 
 class Engine:
@@ -177,6 +215,7 @@ class Engine:
     def __init__(self, suite: Suite):
         self.suite = suite
         self.open: dict[str, _Session] = {}
+        self.guests: dict[str, Guest] = {}   # by scope(): the one process of each shared system
         self.unavailable: dict[str, str] = {}
         self.unbuilt: set[str] = set()   # sessions unavailable because their helper could not be built
         self.broken: set[str] = set()    # sessions whose system started and did not answer as it must
@@ -216,7 +255,7 @@ class Engine:
         if key in self.unavailable:
             return self.unavailable[key]
         if key not in self.open:
-            self._close_other_guests(instance.group)
+            self._close_other_guests(scope(instance.runner, instance.group))
             try:
                 self.open[key] = self._start(instance, key, trace, scratch_kind)
             except (RunnerUnavailable, build.BuildError, scratch.ScratchUnavailable, SystemUnderTestError,
@@ -239,10 +278,13 @@ class Engine:
         self.identity(runner)
         helper = runner.helper(instance.flavour)
         runner.command(helper, Path("/"), trace)  # raises RunnerUnavailable early
-        session = HelperSession(lambda workdir: runner.command(helper, workdir, trace),
-                                scratch_kind=scratch_kind, console=runner.console,
-                                preamble=runner.preamble(helper))
-        session.label = key
+        if runner.shared:
+            session = self._guest(runner, helper).serve(helper, scratch_kind == "noexec", key)
+        else:
+            session = HelperSession(lambda workdir: runner.command(helper, workdir, trace),
+                                    scratch_kind=scratch_kind, console=runner.console,
+                                    preamble=runner.preamble(helper))
+            session.label = key
         # Detect support by running it (e.g. IA32 emulation may be off): never assume it.
         try:
             probe = session.request({"op": "probe", "id": "startup"})
@@ -253,21 +295,40 @@ class Engine:
         except (SystemUnderTestError, RunnerUnavailable):
             session.close()
             raise
-        return _Session(session, properties, probe, helper)
+        return _Session(session, properties, probe, helper, scope(runner, key))
 
-    def _close_other_guests(self, group: str) -> None:
+    def _guest(self, runner: Runner, helper: Path) -> Guest:
+        """The guest of ``runner``'s system, with ``helper`` among those it holds (one built
+        after the guest booted, from a changed source, needs a guest of its own)."""
+        where = scope(runner, "")
+        if where in self.guests and helper not in self.guests[where].paths:
+            self._close_guest(where)
+        if where not in self.guests:
+            helpers = self.suite.shared_helpers(runner)
+            runner.dispatcher_command(helpers)   # raises RunnerUnavailable early
+            self.guests[where] = Guest(lambda workdir: runner.dispatcher_command(helpers), runner.console, helpers)
+        return self.guests[where]
+
+    def _close_other_guests(self, where: str) -> None:
         """An idle guest kernel still takes host CPU (the loongson-3 one spins a whole core),
-        so the guests of other groups are powered off when a group opens a session. Cases
-        come ordered by group (and by group to xdist workers): none needs them again, and
-        if one did, its guest would boot again."""
-        for key in [k for k, s in self.open.items() if s.helper.console is not None
-                    and k != group and not k.startswith(group + "/")]:
-            self.open.pop(key).helper.close()
+        so the other guests are powered off when another scope opens a session. Cases come
+        ordered by scope (and by it to xdist workers): none needs them again, and if one
+        did, its guest would boot again."""
+        for other in [g for g in self.guests if g != where]:
+            self._close_guest(other)
+
+    def _close_guest(self, where: str) -> None:
+        for key in [k for k, s in self.open.items() if s.scope == where]:
+            del self.open[key]
+        self.guests.pop(where).close()
 
     def close(self) -> None:
         for session in self.open.values():
             session.helper.close()
         self.open.clear()
+        for guest in self.guests.values():
+            guest.close()
+        self.guests.clear()
 
     def run(self, instance: Instance, nodeid: str | None = None) -> Record:
         """Run one case and return its verdict record; whatever goes wrong in the harness

@@ -24,8 +24,9 @@ from pathlib import Path
 
 # The initramfs: /init is the helper; /dev/console must exist for the kernel to give
 # init its descriptors 0-2 (init/main.c console_on_rootfs), /dev/zero serves fd
-# "devzero", and /tmp is where init mode mounts its tmpfs.
-DIRECTORIES = (("dev", 0o755), ("tmp", 0o1777))
+# "devzero", /tmp and /noexec are where init mode mounts its tmpfs, and a dispatching
+# init finds the helpers it starts in /h (helpers/PROTOCOL.md, init mode).
+DIRECTORIES = (("dev", 0o755), ("tmp", 0o1777), ("noexec", 0o1777), ("h", 0o755))
 DEVICES = (("dev/console", 0o600, 5, 1), ("dev/zero", 0o666, 1, 5))
 NEWC_MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
@@ -49,8 +50,8 @@ def newc_entry(name: str, mode: int, data: bytes = b"", ino: int = 0, nlink: int
     return _pad4(header + encoded) + _pad4(data)
 
 
-def newc_archive(init: bytes) -> bytes:
-    """The uncompressed initramfs: the directories, the device nodes and /init."""
+def newc_archive(init: bytes, helpers: tuple[bytes, ...] = ()) -> bytes:
+    """The uncompressed initramfs: the directories, the device nodes, /init and /h/<n>."""
     members, ino = [], 1
     for name, perm in DIRECTORIES:
         members.append(newc_entry(name, stat.S_IFDIR | perm, ino=ino, nlink=2))
@@ -59,13 +60,20 @@ def newc_archive(init: bytes) -> bytes:
         members.append(newc_entry(name, stat.S_IFCHR | perm, ino=ino, rdev=(major, minor)))
         ino += 1
     members.append(newc_entry("init", stat.S_IFREG | 0o755, init, ino=ino))
+    for index, helper in enumerate(helpers):
+        members.append(newc_entry(guest_path(index)[1:], stat.S_IFREG | 0o755, helper, ino=ino + 1 + index))
     members.append(newc_entry(TRAILER, 0))
     return b"".join(members)
 
 
-def initramfs_bytes(init: bytes) -> bytes:
+def guest_path(index: int) -> str:
+    """Where the initramfs holds the helper ``index`` a dispatching init starts."""
+    return f"/h/{index}"
+
+
+def initramfs_bytes(init: bytes, helpers: tuple[bytes, ...] = ()) -> bytes:
     """gzip'd newc archive; no timestamps anywhere, so equal helpers give equal bytes."""
-    return gzip.compress(newc_archive(init), compresslevel=6, mtime=0)
+    return gzip.compress(newc_archive(init, helpers), compresslevel=6, mtime=0)
 
 
 def _cache_dir() -> Path:
@@ -81,12 +89,16 @@ def _publish(path: Path, data: bytes) -> None:
     os.replace(partial, path)
 
 
-def initramfs_for(helper: Path) -> Path:
-    """The cached initramfs whose /init is ``helper``, keyed by the helper's content."""
-    init = helper.read_bytes()
-    path = _cache_dir() / "initramfs" / f"{hashlib.sha256(init).hexdigest()[:16]}.cpio.gz"
+def initramfs_for(helper: Path, helpers: tuple[Path, ...] = ()) -> Path:
+    """The cached initramfs whose /init is ``helper`` and whose /h/<n> are ``helpers``
+    (for a dispatching init), keyed by their content."""
+    init, others = helper.read_bytes(), tuple(h.read_bytes() for h in helpers)
+    digest = hashlib.sha256(init)
+    for other in others:
+        digest.update(hashlib.sha256(other).digest())
+    path = _cache_dir() / "initramfs" / f"{digest.hexdigest()[:16]}.cpio.gz"
     if not path.exists():
-        _publish(path, initramfs_bytes(init))
+        _publish(path, initramfs_bytes(init, others))
     return path
 
 

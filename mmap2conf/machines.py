@@ -2,7 +2,8 @@
 
 One file per machine in machines/: the qemu-system binary and its arguments, the
 kernel's console, the kind of kernel image it boots, the ABIs whose helpers its
-kernels run, and the kernels it boots by default (Debian packages, fetched into
+kernels run (the first of the kernel's own word size: the init that starts the
+others, dispatch.py, must run on every kernel of the machine), and the kernels it boots by default (Debian packages, fetched into
 the cache by mmap2conf.archive). A user's own kernel image (--kernel) boots on the
 machine named with --machine, or on the one machine that takes its image kind.
 """

@@ -194,27 +194,29 @@ def pytest_generate_tests(metafunc):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Under pytest-xdist, send all cases of one helper (configuration/flavour/runner) to
+    """Under pytest-xdist, send all cases of one helper (configuration/flavour/system) to
     one worker, so each helper process starts once per run, not once per worker; and all
-    cases of one board (--runner ssh) to one worker, so that each board has its own."""
+    cases of a system that takes them on one worker (a board, a guest kernel that serves
+    every helper of the run) to one worker."""
     from xdist.scheduler import LoadScopeScheduling
-    boards = ssh.system_names(config.stash[SUITE].options)
+    whole = config.stash[SUITE].one_worker_systems()
 
     class ByHelper(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return scope_of(nodeid, boards)
+            return scope_of(nodeid, whole)
 
     return ByHelper(config, log)
 
 
-def scope_of(nodeid: str, boards: set[str]) -> str:
-    """The xdist scope of a case: configuration/flavour/system, or the board's system."""
+def scope_of(nodeid: str, whole: set[str]) -> str:
+    """The xdist scope of a case: configuration/flavour/system, or the system where all its
+    cases go to one worker."""
     prefix = "test_conformance.py::test_case["
     if prefix not in nodeid:
         return nodeid
     group = "/".join(nodeid.split(prefix, 1)[1].split("/", 3)[:3])
     system = group.split("/")[-1]
-    return system if system in boards else group
+    return system if system in whole else group
 
 
 @pytest.fixture(scope="session")

@@ -272,6 +272,14 @@ class HelperSession:
                                 "rejected", answer)
         return answer
 
+    def end_input(self) -> None:
+        """A console's end of file: the helper reading the console sees EOF and exits (a
+        dispatching init's helper; dispatch.py)."""
+        try:
+            self.process.stdin.write(self.console.eof)
+        except BrokenPipeError:
+            pass   # the guest is gone: the next request starts it again
+
     def _answer(self, wire: dict, tag: str) -> tuple[dict, list[str]]:
         """The answer line for ``tag`` and the stray lines read before it."""
         deadline = time.monotonic() + self.timeout

@@ -82,6 +82,13 @@ class Runner(ABC):
     # The exit status with which the runner's command says "this system cannot run that
     # here" (a missing facility, not a broken system): the session is then unavailable.
     unavailable_status: ClassVar[int | None] = None
+    # Every case of such a system goes to one pytest-xdist worker (a board that takes one
+    # session at a time, a guest that serves them all).
+    one_worker: ClassVar[bool] = False
+    # One process of such a system serves every configuration and flavour it runs: a guest
+    # kernel whose init starts the helper of each session (dispatch.py); then the runner
+    # gives serves() and dispatcher_command() too.
+    shared: ClassVar[bool] = False
 
     def __init__(self, config: Config, name: str, asked: bool):
         self.config, self.name, self.asked = config, name, asked
@@ -110,6 +117,15 @@ class Runner(ABC):
     @abstractmethod
     def command(self, helper, workdir: Path, trace: bool = False) -> list[str]:
         """The command that starts the helper with ``workdir`` for its files."""
+
+    def serves(self) -> tuple[str, ...]:
+        """A shared system: the configurations it runs, the one of its own word size first."""
+        return (self.config.name,)
+
+    def dispatcher_command(self, helpers: list) -> list[str]:
+        """A shared system: the command of the one process that serves ``helpers``
+        (helpers[0] is the init that starts the others)."""
+        raise RunnerUnavailable(f"{self.name} serves one helper per process")
 
     def preamble(self, helper) -> bytes | None:
         """Bytes the session writes to the command's stdin after each start, before the first

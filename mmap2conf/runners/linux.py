@@ -4,9 +4,10 @@ The machines are data (machines/*.toml): the qemu-system binary and arguments,
 the console, the kind of image, the ABIs its kernels run and the kernels it boots
 by default (Debian packages unpacked into the cache, never installed). A user's
 own image (``--kernel IMAGE``) boots on ``--machine NAME``, or on the one machine
-that takes its kind of image. One boot serves a whole helper session: the helper
-answers on the serial console until EOF, then powers the machine off. The
-kernel's release, page size and word size are the probe's, not the machine's.
+that takes its kind of image. One boot serves every helper of a kernel in a run:
+its init starts the helper each session asks for (dispatch.py), and powers the
+machine off at the end. The kernel's release, page size and word size are each
+helper's probe's, not the machine's.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Linux(Runner):
     tracer = None             # no system call tracer runs inside the guest
     # The ready line is INIT_READY in helpers/mmap2_helper.c (PROTOCOL.md, init mode).
     console = Console(ready=b"mmap2_helper: init mode, ready", boot_timeout=BOOT_TIMEOUT)
+    one_worker = shared = True    # one boot serves every helper of the kernel (dispatch.py)
 
     def __init__(self, config: Config, name: str, asked: bool, machine: Machine, kernel_source,
                  qemu_dirs: tuple[Path, ...] = ()):
@@ -92,10 +94,22 @@ class Linux(Runner):
         # The guest makes its own scratch tmpfs, noexec where the session's is.
         return self._command(helper, noexec(workdir))
 
+    def serves(self) -> tuple[str, ...]:
+        return self.machine.runs
+
+    def dispatcher_command(self, helpers: list) -> list[str]:
+        return self._boot(helpers[0], tuple(helpers), "MMAP2_INIT=dispatch")
+
     def _command(self, helper, noexec_scratch: bool) -> list[str]:
-        append = f"console={self.machine.console} panic=-1 quiet" + (" MMAP2_SCRATCH=noexec" if noexec_scratch else "")
-        return [str(self.qemu_system()), *self.machine.machine_args, "-kernel", str(self.kernel()),
-                "-initrd", str(kernels.initramfs_for(helper)), "-append", append]
+        return self._boot(helper, (), "MMAP2_SCRATCH=noexec" if noexec_scratch else "")
+
+    def _boot(self, init: Path, helpers: tuple[Path, ...], words: str) -> list[str]:
+        """The guest whose /init is ``init``, with ``helpers`` to start, and ``words`` for init
+        on the kernel command line (helpers/PROTOCOL.md, init mode)."""
+        qemu, kernel = str(self.qemu_system()), str(self.kernel())
+        append = f"console={self.machine.console} panic=-1 quiet {words}".rstrip()
+        return [qemu, *self.machine.machine_args, "-kernel", kernel,
+                "-initrd", str(kernels.initramfs_for(init, helpers)), "-append", append]
 
     def reproducer(self, helper, line: str, scratch_kind: str | None = None, trace: bool = False) -> str:
         """Boots the guest, sends one request once it has booted (input before the console

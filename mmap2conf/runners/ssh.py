@@ -223,17 +223,13 @@ def client_args(options: list[str], identity: Path | None, known_hosts: Path | N
     return tuple(args)
 
 
-def system_names(options: Options) -> set[str]:
-    """The names of the ssh systems of a run: one board each (the xdist scheduler's scopes)."""
-    return {parse_target(target).name for target in options.targets}
-
-
 class Ssh(Runner):
     kind = "ssh"
     apt = ("openssh-client",)
     tracer = None     # decided before any connection is made: see the module's docstring
 
     unavailable_status = SETUP_FAILED   # the board lacks what the session needs (the remote script says what)
+    one_worker = True                    # a board takes one session at a time
 
     def __init__(self, config: Config, target: Target, options: Options):
         super().__init__(config, target.name, False)

@@ -44,10 +44,11 @@ def read_newc(archive: bytes) -> list[dict]:
                             mtime=mtime, rdev=(rmajor, rminor), body=body, check=check))
 
 
-def test_the_initramfs_holds_init_the_console_dev_zero_and_tmp():
+def test_the_initramfs_holds_init_the_console_dev_zero_and_the_scratch_directories():
     init = b"\x7fELF" + bytes(range(256)) * 3 + b"odd"
     members = {m["name"]: m for m in read_newc(kernels.newc_archive(init))}
-    assert set(members) == {"dev", "tmp", "dev/console", "dev/zero", "init"}
+    assert set(members) == {"dev", "tmp", "noexec", "h", "dev/console", "dev/zero", "init"}
+    assert members["noexec"]["mode"] == stat.S_IFDIR | 0o1777
     assert members["init"]["body"] == init
     assert members["init"]["mode"] == stat.S_IFREG | 0o755
     assert members["dev"]["mode"] == stat.S_IFDIR | 0o755 and members["dev"]["nlink"] == 2
@@ -59,6 +60,20 @@ def test_the_initramfs_holds_init_the_console_dev_zero_and_tmp():
     assert names.index("dev") < names.index("dev/console"), "a directory comes before its entries"
     assert len({m["ino"] for m in members.values()}) == len(members)
     assert all(m["uid"] == m["gid"] == m["mtime"] == m["check"] == 0 for m in members.values())
+
+
+def test_a_dispatching_inits_initramfs_holds_the_helpers_it_starts(tmp_path, monkeypatch):
+    monkeypatch.setattr("mmap2conf.build.CACHE_DIR", tmp_path / "cache")
+    init, other = tmp_path / "init", tmp_path / "other"
+    init.write_bytes(b"helper one")
+    other.write_bytes(b"helper two")
+    path = kernels.initramfs_for(init, (init, other))
+    members = {m["name"]: m for m in read_newc(gzip.decompress(path.read_bytes()))}
+    assert [kernels.guest_path(0), kernels.guest_path(1)] == ["/h/0", "/h/1"]
+    assert members["init"]["body"] == members["h/0"]["body"] == b"helper one"
+    assert members["h/1"]["body"] == b"helper two" and members["h/1"]["mode"] == stat.S_IFREG | 0o755
+    assert path not in (kernels.initramfs_for(init), kernels.initramfs_for(init, (init,)),
+                        kernels.initramfs_for(init, (other, init))), "keyed by every helper and their order"
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mmap2conf import bootstrap, build, model, plugin
+from mmap2conf.engine import Suite
 from mmap2conf.runners import Options, RunnerUnavailable
 from mmap2conf.runners import ssh
 from mmap2conf.scratch import LARGEST_FILE
@@ -109,7 +110,9 @@ def test_a_bad_target_is_a_usage_error_of_the_run():
 
 
 def test_each_board_is_one_xdist_scope_and_every_other_helper_its_own():
-    boards = ssh.system_names(Options(targets=("pi@a:22", "b")))
+    suite = Suite(Options(kinds={"ssh", "native"}, targets=("pi@a:22", "b")), arches={"i386", "x86_64"})
+    boards = suite.one_worker_systems()
+    assert boards == {"ssh-pi@a:22", "ssh-b"}
     case = "tests/test_conformance.py::test_case[{}/table/row]"
     assert plugin.scope_of(case.format("i386/raw/ssh-pi@a:22"), boards) == "ssh-pi@a:22"
     assert plugin.scope_of(case.format("x86_64/glibc/ssh-pi@a:22"), boards) == "ssh-pi@a:22"
