@@ -30,6 +30,21 @@ details { margin: 0.2em 0; } h2 { margin-top: 1.5em; }
 """
 
 
+def _answers_table(anchor: str, title: str, rows, intro: str) -> list[str]:
+    """A differential: a row per case, a column per system (or flavour), each answer with why."""
+    if not rows:
+        return []
+    heads = sorted({head for _, answers in rows for head in answers})
+    out = [f"<h2 id='{anchor}'>{title}</h2><p>{intro}</p><table><tr><th>case</th>"
+           + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + "</tr>"]
+    for key, answers in rows:
+        out.append(f"<tr><td>{html.escape(key)}</td>" + "".join(
+            f"<td>{html.escape(answers[h][0])} ({html.escape(answers[h][1])})</td>" if h in answers
+            else "<td>-</td>" for h in heads) + "</tr>")
+    out.append("</table>")
+    return out
+
+
 def _cls(outcome: str) -> str:
     return re.sub(r"[^a-z]", "-", outcome)
 
@@ -103,32 +118,14 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
                    f"{html.escape(column_verdict([r for r in records if r['column'] == column]))}</li>")
     out.append("</ul>")
 
-    rows = differential(records)
-    if rows:
-        runners = sorted({runner for _, answers in rows for runner in answers})
-        out.append("<h2 id='differential'>Answers that differ between systems</h2><p>Same configuration, "
-                   "flavour and case; each answer with why it is right or known: a known issue, or "
-                   "<i>expected</i> there (an expectation keyed by the system's properties).</p><table><tr><th>case</th>"
-                   + "".join(f"<th>{html.escape(r)}</th>" for r in runners) + "</tr>")
-        for key, answers in rows:
-            out.append(f"<tr><td>{html.escape(key)}</td>" + "".join(
-                f"<td>{html.escape(answers[r][0])} ({html.escape(answers[r][1])})</td>" if r in answers
-                else "<td>-</td>" for r in runners) + "</tr>")
-        out.append("</table>")
-
-    rows = release_differential(records)
-    if rows:
-        flavours = sorted({flavour for _, answers in rows for flavour in answers})
-        out.append("<h2 id='releases'>Answers that differ between releases of one libc</h2><p>Same "
-                   "configuration, system, libc and case, two flavours built with that libc (release in "
-                   "parentheses, as the helper reports it); each answer with why: a known issue, or "
-                   "<i>expected</i> there (an expectation, or a row, for that release).</p><table><tr><th>case</th>"
-                   + "".join(f"<th>{html.escape(f)}</th>" for f in flavours) + "</tr>")
-        for key, answers in rows:
-            out.append(f"<tr><td>{html.escape(key)}</td>" + "".join(
-                f"<td>{html.escape(answers[f][0])} ({html.escape(answers[f][1])})</td>" if f in answers
-                else "<td>-</td>" for f in flavours) + "</tr>")
-        out.append("</table>")
+    out += _answers_table("differential", "Answers that differ between systems", differential(records),
+                          "Same configuration, flavour and case; each answer with why it is right or known: a "
+                          "known issue, or <i>expected</i> there (an expectation keyed by the system's properties).")
+    out += _answers_table("releases", "Answers that differ between releases of one libc",
+                          release_differential(records),
+                          "Same configuration, system, libc and case, two flavours built with that libc (release "
+                          "in parentheses, as the helper reports it); each answer with why: a known issue, or "
+                          "<i>expected</i> there (an expectation, or a row, for that release).")
 
     cited = sorted({r["known_issue"] for r in records if r.get("known_issue")})
     if cited:
