@@ -123,8 +123,8 @@ MAX_EXPRESSION = 200
 # that a row that is wrong for some system (negative, above 2^64-1) fails at load: the
 # page sizes of arches/ (4 KiB; 8 KiB or1k, sparc; 16 KiB loongson-3; 64 KiB hexagon).
 LOAD_PAGES = (4096, 8192, 16384, 65536)
-META = ("id", "clause", "call", "op", "check", "expect", "source", "trace", "requires", "scratch", "libc",
-        "libc_version")
+META = ("id", "clause", "call", "op", "check", "expect", "source", "allowed", "allowed_source", "trace", "requires",
+        "scratch", "libc", "libc_version")
 SCRATCH = ("noexec", "large")
 PROT_TOKENS = set(VOCABULARY.prot)
 FLAG_TOKENS = set(VOCABULARY.flags)
@@ -156,7 +156,7 @@ class Case:
     op: str                  # "call" or "probe"
     call: str | None
     check: str | None
-    expect: object           # str, or a table keyed by runner kind
+    expect: object           # str, or a table keyed by properties of the system (kernel_bits=32)
     source: str
     inputs: dict
     trace: bool | str = False  # check libc's system call from a tracer; "no-syscall": it made none
@@ -167,6 +167,10 @@ class Case:
     # releases it names, as the helper reports its release. Never a flavour's name.
     libc: str | None = None
     libc_version: str | None = None
+    # Every answer the manual page allows, where it allows more than one (expect is
+    # Linux's among them), with the source that says so; () where it allows only expect.
+    allowed: tuple[str, ...] = ()
+    allowed_source: str | None = None
 
     @property
     def key(self) -> str:
@@ -342,7 +346,7 @@ def load_clauses(path: Path = CLAUSES_FILE) -> dict[str, Clause]:
 # The types of a row's own keys (its inputs are checked by _check_row itself).
 META_FIELDS = {"id": tomlcheck.STR, "clause": tomlcheck.STR, "call": tomlcheck.STR, "op": tomlcheck.STR,
                "check": tomlcheck.STR, "source": tomlcheck.STR, "requires": tomlcheck.STR,
-               "scratch": tomlcheck.STR,
+               "scratch": tomlcheck.STR, "allowed_source": tomlcheck.STR, "allowed": tomlcheck.STR_LIST,
                "expect": tomlcheck.one_of(tomlcheck.STR, tomlcheck.Kind(
                    "a table of conditions (or default) to strings",
                    lambda v: isinstance(v, dict) and v != {} and all(isinstance(x, str) for x in v.values()))),
@@ -399,6 +403,8 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
                                 f"fact:NAME with NAME in {', '.join(ROW_FACTS)}, or one of {', '.join(CALL_EXPECTS)})")
     else:
         raise CaseError(f"{where}: op must be 'call' or 'probe'")
+    if "allowed" in row or "allowed_source" in row:
+        _check_allowed(row, where)
     if "requires" in row:
         name, _, value = str(row["requires"]).partition("=")
         choices = {**ROW_FACTS, "mmap2": (bool, (True, False))}
@@ -450,6 +456,33 @@ def _evaluate_for_every_page(value, where: str) -> None:
             evaluate(value, {"page": page, "unit": unit}, where)
         except CaseError as exc:
             raise CaseError(f"{exc} (for page = {page}, unit = {unit})" if isinstance(value, str) else str(exc)) from None
+
+
+def _check_allowed(row: dict, where: str) -> None:
+    """allowed = [ANSWER, ...] with allowed_source: every answer the manual page allows, which
+    must hold each answer expect gives (Linux's), and every value of a fact it names."""
+    where = f"{where}: case {row['id']!r}"
+    if "allowed" not in row or "allowed_source" not in row:
+        raise CaseError(f"{where}: allowed and allowed_source go together: the answers the manual page "
+                        f"allows, and the sentence that allows them")
+    allowed = row["allowed"]
+    answers = FILE_CALL_EXPECTS if row.get("call") in FILE_CALLS else CALL_EXPECTS
+    unknown = [a for a in allowed if a not in answers and a not in ERRNO_NAMES]
+    if unknown or row.get("op", "call") != "call":
+        raise CaseError(f"{where}: allowed: {(unknown or allowed)[0]!r} is not an answer of a call (an errno "
+                        f"name, or {' or '.join(answers)})")
+    if len(set(allowed)) != len(allowed) or len(allowed) < 2:
+        raise CaseError(f"{where}: allowed must list two or more different answers (a single one is expect "
+                        f"itself: leave allowed out)")
+    expects = row["expect"].values() if isinstance(row["expect"], dict) else [row["expect"]]
+    for expect in expects:
+        fact = expect.removeprefix("fact:")
+        values = [str(v) for v in ROW_FACTS[fact][1]] if expect.startswith("fact:") else [expect]
+        outside = [v for v in values if v not in allowed]
+        if outside:
+            what = f"expect {expect!r}" + (f" may be {outside[0]!r} (a value of that fact)" if outside != [expect] else "")
+            raise CaseError(f"{where}: {what}, which allowed ({', '.join(allowed)}) does not hold: the expected "
+                            f"answer, Linux's, must be one the manual page allows")
 
 
 def _check_file_call(row: dict, where: str) -> None:
@@ -506,7 +539,8 @@ def load_table(path: Path, clauses: dict) -> list[Case]:
                           op=row.get("op", "call"), call=row.get("call"), check=row.get("check"),
                           expect=row["expect"], source=row["source"], inputs=inputs,
                           trace=row.get("trace", False), requires=row.get("requires"),
-                          scratch=row.get("scratch"), libc=row.get("libc"), libc_version=row.get("libc_version")))
+                          scratch=row.get("scratch"), libc=row.get("libc"), libc_version=row.get("libc_version"),
+                          allowed=tuple(row.get("allowed", ())), allowed_source=row.get("allowed_source")))
         if cases[-1].op == "call":
             for page, unit in _load_systems():   # the request every system would be sent
                 cases[-1].concrete_inputs(page, unit)

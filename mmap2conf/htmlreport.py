@@ -56,6 +56,7 @@ def _anchor(*parts: str) -> str:
 def _case_block(record: dict) -> str:
     rows = [("outcome", record["outcome"] + (f" ({record['known_issue']}, {record.get('known_issue_kind')})"
                                              if record.get("known_issue") else "")),
+            ("deviation", record.get("deviation") or ""),
             ("case", f"{record['case']} ({record.get('case_file', '')})"),
             ("flavour / system", f"{record['flavour']} / {record['system']} ({record['runner']}) "
                                  f"{record.get('runner_version') or ''}"),
@@ -129,12 +130,12 @@ def render(document: dict, clauses: dict, known_issues: dict) -> str:
 
     cited = sorted({r["known_issue"] for r in records if r.get("known_issue")})
     if cited:
-        out.append("<h2>Known issues</h2><table><tr><th>id</th><th>title</th><th>expected</th>"
+        out.append("<h2>Known issues</h2><table><tr><th>id</th><th>kind</th><th>title</th><th>expected</th>"
                    "<th>observed</th><th>evidence</th><th>upstream</th></tr>")
         for issue_id in cited:
             issue = known_issues.get(issue_id)
-            fields = ([issue.title, issue.expected, issue.observed, issue.evidence, issue.upstream]
-                      if issue else ["(not in this checkout's known-issues.toml)"] + [""] * 4)
+            fields = ([issue.kind, issue.title, issue.expected, issue.observed, issue.evidence, issue.upstream]
+                      if issue else ["", "(not in this checkout's known-issues.toml)"] + [""] * 4)
             out.append(f"<tr id='{_anchor(issue_id)}'><td>{html.escape(issue_id)}</td>"
                        + "".join(f"<td>{html.escape(f)}</td>" for f in fields) + "</tr>")
         out.append("</table>")

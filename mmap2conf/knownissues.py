@@ -87,6 +87,17 @@ class KnownIssue:
                 return None
         return f"{self.id} records {self.symptom_text()}; observed {_summary(observed)}"
 
+    def not_covered(self, observed: dict, names: dict, deviation: str | None = None) -> str | None:
+        """None if this record covers the observation: it shows one of the symptoms and, where
+        the kind of the deviation is known (the row states the answers the manual page allows,
+        oracle.deviation), the record is of that kind; else why not."""
+        changed = self.symptom_problem(observed, names)
+        if changed:
+            return f"the symptom changed: {changed}"
+        if deviation not in (None, self.kind):
+            return f"{self.id} records a deviation of kind {self.kind}, this answer is one of kind {deviation}"
+        return None
+
     def symptom_text(self) -> str:
         return " or ".join(", ".join(f"{k} {v}" for k, v in symptom) for symptom in self.symptom)
 

@@ -82,6 +82,8 @@ def _diagnostics(record: dict) -> list[str]:
     if issue:
         reason = record.get("reason") or ""
         lines.append(f"known issue {reason}" if reason.startswith(f"{issue}:") else f"known issue {issue}: {reason}")
+    if record.get("deviation"):
+        lines.append(f"deviation: {record['deviation']}")
     if record["outcome"] in UNEXPECTED:
         for key in ("expected", "observed"):
             if record.get(key) is not None:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from .cases import FILE_CALLS, RAW_CALLS, Case
+from .knownissues import KINDS
 from .model import Config
 
 MARKER_MAGIC = 0x4D32434B
@@ -29,6 +30,11 @@ MAN_PAST_EOF = ("mmap(2) ERRORS: SIGBUS attempted access to a page of the buffer
                 "mapping are zeroed; tmpfs: mm/shmem.c shmem_get_folio_gfp -EINVAL for index << PAGE_SHIFT "
                 ">= i_size, which shmem_fault turns into VM_FAULT_SIGBUS (Linux 6.1.20 1854-1856, 2140; "
                 "6.18.2 2452-2454, 2739)")
+MAN_UNIT_IA64 = ("mmap2(2) DESCRIPTION: offset in 4096-byte units; VERSIONS: on ia64, the unit is the "
+                 "system page size (no other ABI is named)")
+# The kinds of deviation, as known-issues.toml names them: an answer the manual page does
+# not allow, and one it allows that is not Linux's on that ABI and kernel word size.
+VIOLATES, DIFFERS = KINDS
 MAN_RETURN = ("mmap2(2) RETURN VALUE: on success a pointer to the mapped area; on error -1 "
               "and errno; mmap(2): the address is page aligned, MAP_FIXED places it exactly at addr")
 
@@ -52,6 +58,8 @@ class Expectation:
     # in the page that holds it) or "SIGBUS" (a page past that one; the read that dies).
     reads: list[tuple[int, int | str]] = field(default_factory=list)
     readback: list[int] | None = None   # write_readback: the words the file must hold afterwards
+    # The other answers the manual page allows (the row's allowed); None: the row states none.
+    alternatives: list["Expectation"] | None = None
 
     def describe(self) -> dict:
         if not self.success:
@@ -67,17 +75,20 @@ class Expectation:
 
 
 def expect_call(config: Config, properties, case: Case, request: dict) -> Expectation:
-    """What the case must observe on a system with these properties (sut.Properties)."""
+    """What the case must observe on a system with these properties (sut.Properties),
+    and, where the row states the answers the manual page allows, those of the others."""
     page_size, page_source = properties.page_size, properties.sources["page_size"]
-    wanted, sources = case.expectation_for(properties), [case.source]
+    wanted, sources = case.expectation_for(properties), [case.source, *filter(None, [case.allowed_source])]
     if wanted.startswith("fact:"):
         fact = config.row_facts[wanted.removeprefix("fact:")]
         wanted = fact.value
         sources.append(fact.source)
     if case.call in FILE_CALLS:   # no offset to align, no mapping: the row's answer is all there is
-        if wanted == "success":
-            return Expectation(True, maps=False, clause=case.clause, sources=sources)
-        return Expectation(False, errno=wanted, maps=False, clause=case.clause, sources=sources)
+        expectation = _file_call_answer(case, wanted, sources)
+        if case.allowed:
+            expectation.alternatives = [_file_call_answer(case, answer, [case.allowed_source])
+                                        for answer in case.allowed if answer != wanted]
+        return expectation
     if case.call == "mmap2":
         byte_offset = request.get("offset", 0) * config.unit_bytes(page_size)
         unit_sources = [config.offset_unit.source, page_source]
@@ -86,7 +97,8 @@ def expect_call(config: Config, properties, case: Case, request: dict) -> Expect
         unit_sources = [page_source]
     # The offset's alignment is checked first: by libc before any system call, and by
     # the kernels whose unit is 4096 in their mmap2 wrapper, before the descriptor is
-    # even looked up (semantics.md section 2). So it wins over the row's own error.
+    # even looked up (semantics.md section 2). So it wins over the row's own error,
+    # and the row's allowed answers (to another question) do not apply.
     if byte_offset % page_size:
         if case.call != "mmap2":
             return Expectation(False, errno="EINVAL", clause="mmap.ERRORS.EINVAL", sources=[MAN_EINVAL_MMAP])
@@ -95,6 +107,30 @@ def expect_call(config: Config, properties, case: Case, request: dict) -> Expect
                               f"({config.misaligned_pgoff.source}) but the page is {page_size} bytes")
         return Expectation(False, errno="EINVAL", clause="mmap2.ERRORS.EINVAL",
                            sources=[MAN_EINVAL_UNIT, config.misaligned_pgoff.source])
+    expectation = _call_answer(config, case, request, wanted, sources, byte_offset, page_size, unit_sources)
+    if not case.allowed:
+        return expectation
+    expectation.alternatives = [_call_answer(config, case, request, answer, [case.allowed_source], byte_offset,
+                                             page_size, unit_sources) for answer in case.allowed if answer != wanted]
+    # The manual page's unit is 4096 bytes on every ABI but ia64 (mmap2(2) VERSIONS), where
+    # Linux's is the page (no configuration here is ia64): its EINVAL for offset * 4096 off
+    # the page is an answer it allows too.
+    if (case.call == "mmap2" and config.offset_unit.value == "page"
+            and request.get("offset", 0) * 4096 % page_size and "EINVAL" not in case.allowed):
+        expectation.alternatives.append(Expectation(False, errno="EINVAL", clause="mmap2.ERRORS.EINVAL",
+                                                    sources=[MAN_EINVAL_UNIT, MAN_UNIT_IA64]))
+    return expectation
+
+
+def _file_call_answer(case: Case, wanted: str, sources: list[str]) -> Expectation:
+    if wanted == "success":
+        return Expectation(True, maps=False, clause=case.clause, sources=sources)
+    return Expectation(False, errno=wanted, maps=False, clause=case.clause, sources=sources)
+
+
+def _call_answer(config: Config, case: Case, request: dict, wanted: str, sources: list[str], byte_offset: int,
+                 page_size: int, unit_sources: list[str]) -> Expectation:
+    """The expectation of one answer (an errno name, mapping, high-mapping) to a mapping call."""
     if wanted not in ("mapping", "high-mapping"):
         return Expectation(False, errno=wanted, clause=case.clause, sources=sources)
     # mmap2(2) VERSIONS says the unit is the page on ia64; such rows check that sentence.
@@ -117,6 +153,19 @@ def expect_call(config: Config, properties, case: Case, request: dict) -> Expect
     return Expectation(True, block=byte_offset // 4096 if file_mapping else None,
                        zero=anonymous, high=wanted == "high-mapping",
                        clause=clause, sources=sources + unit_sources, reads=reads, readback=readback)
+
+
+def deviation(config: Config, page_size: int, case: Case, request: dict, answer: dict,
+              expectation: Expectation, problems: list[str]) -> str | None:
+    """The kind of deviation of an answer that is not the expected one, where the row states
+    the answers the manual page allows: DIFFERS if it is one of the others (judged as that
+    answer, data and encoding included), VIOLATES if it is none. None for the expected
+    answer, and where the row states no such set (a known issue's kind is then its own)."""
+    if not problems or expectation.alternatives is None:
+        return None
+    if any(not judge_call(config, page_size, case, request, answer, other)[1] for other in expectation.alternatives):
+        return DIFFERS
+    return VIOLATES
 
 
 def expected_reads(request: dict, byte_offset: int, page_size: int) -> list[tuple[int, int | str]]:

@@ -241,7 +241,7 @@ def run_instance(instance: Instance, running: Engine, node) -> None:
 
 
 JUNIT_PROPERTIES = ("config", "flavour", "runner", "runner_version", "case", "clause", "known_issue",
-                    "expected", "observed", "reproducer")
+                    "known_issue_kind", "deviation", "expected", "observed", "reproducer")
 
 
 @pytest.hookimpl(hookwrapper=True)   # old-style: Debian's pluggy 1.0 in the container image

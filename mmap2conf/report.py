@@ -261,7 +261,8 @@ def problems_lines(records: list[dict]) -> list[str]:
     lines = []
     for record in records:
         if record["outcome"] in ("failed", "error", "xpassed", "skipped"):
-            lines.append(f"{record['outcome'].upper()} {record['nodeid']}")
+            lines.append(f"{record['outcome'].upper()} {record['nodeid']}"
+                         + (f" ({record['deviation']})" if record.get("deviation") else ""))
             if record.get("reason"):
                 lines.append(f"    {record['reason']}")
             if record.get("reproducer"):

@@ -176,3 +176,54 @@ def test_no_row_keys_its_answer_by_a_runners_name():
     from mmap2conf.runners import KINDS
     keyed = [case for case in load_cases() if isinstance(case.expect, dict)]
     assert keyed and not any(set(case.expect) & set(KINDS) for case in keyed)
+
+
+ALLOWED = ['allowed = ["mapping", "EOVERFLOW"]', 'allowed_source = "mmap(2) ERRORS EOVERFLOW"']
+
+
+@pytest.mark.parametrize("line, new, message", [
+    (None, ALLOWED[0], "case 'second': allowed and allowed_source go together"),
+    (None, ALLOWED[1], "case 'second': allowed and allowed_source go together"),
+    (5, 'expect = { default = "mapping", "kernel_bits=32" = "EFBIG" }\n' + "\n".join(ALLOWED),
+     "case 'second': expect 'EFBIG', which allowed (mapping, EOVERFLOW) does not hold"),
+    (5, 'expect = "fact:oversized_len"\nallowed = ["ENOMEM", "mapping"]\n' + ALLOWED[1],
+     "expect 'fact:oversized_len' may be 'EINVAL' (a value of that fact), which allowed (ENOMEM, mapping)"),
+    (None, 'allowed = ["mapping", "EWHATEVER"]\n' + ALLOWED[1], "allowed: 'EWHATEVER' is not an answer of a call"),
+    (None, 'allowed = ["mapping", "success"]\n' + ALLOWED[1], "allowed: 'success' is not an answer of a call"),
+    (None, 'allowed = ["mapping"]\n' + ALLOWED[1], "allowed must list two or more different answers"),
+    (None, 'allowed = ["mapping", "mapping"]\n' + ALLOWED[1], "allowed must list two or more different answers"),
+    (None, 'allowed = "mapping"\n' + ALLOWED[1], "allowed must be a non-empty list of non-empty strings"),
+    (None, ALLOWED[0] + '\nallowed_source = ""', "allowed_source must be a non-empty string"),
+])
+def test_allowed_answers_hold_the_expected_one_and_name_their_source(tmp_path, line, new, message):
+    assert message in load_with_second_row(tmp_path, SECOND_ROW, line, new)
+
+
+def test_a_file_call_row_may_allow_success_and_errnos(tmp_path):
+    path = tmp_path / "table.toml"
+    path.write_text(FIRST_ROW + "\n" + "\n".join(FILE_ROW) + '\nallowed = ["EFBIG", "success"]\n'
+                    'allowed_source = "x"\n')
+    assert load_table(path, CLAUSES)[1].allowed == ("EFBIG", "success")
+
+
+def test_the_rows_whose_answer_the_manual_page_leaves_open_state_both():
+    rows = {c.key: c for c in load_cases()}
+    for key in ("errors/eoverflow-anonymous-pgoff-0xffffffff", "kernel-limits/file-pgoff-0xffffffff",
+                "kernel-limits/file-pgoff-0xfffffffe-len-2-blocks"):
+        assert rows[key].allowed == ("mapping", "EOVERFLOW") and "EOVERFLOW" in rows[key].allowed_source
+    assert not rows["large-offsets/pgoff=0x80000000"].allowed   # the manual page asks for the mapping alone
+
+
+def test_no_two_rows_make_the_same_request_for_the_same_clause():
+    """A second row with the request and the clause of another, on every page size and unit,
+    could only pass and fail with it."""
+    from mmap2conf.cases import LOAD_PAGES
+    seen = {}
+    for case in load_cases():
+        if case.op != "call":
+            continue
+        requests = [sorted((k, v) for k, v in case.concrete_inputs(page, unit).items() if k != "id")
+                    for page in LOAD_PAGES for unit in sorted({4096, page})]
+        key = (case.clause, repr(requests), case.libc, case.libc_version, case.trace)
+        assert key not in seen, f"{case.key} repeats {seen[key]}"
+        seen[key] = case.key

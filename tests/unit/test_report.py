@@ -182,3 +182,18 @@ def test_compare_matches_two_flavours_of_one_report(tmp_path):
     assert compare(path, path, ignore_runner=False, flavours=[("glibc", "glibc-2.41")]) == [
         ("i386/glibc=glibc-2.41/native/libc-limits/x", "xfailed", "passed", "KI-99")]
     assert compare(path, path, ignore_runner=False) == []
+
+
+def test_every_report_shows_the_kind_of_a_deviation_and_of_a_known_issue(outcomes_report):
+    from mmap2conf.htmlreport import render
+    from mmap2conf.knownissues import load_known_issues
+    from mmap2conf.ktap import ktap_lines
+    from mmap2conf.report import problems_lines
+    document = json.loads(outcomes_report.read_text())
+    failed = next(r for r in document["records"] if r["outcome"] == "failed")
+    failed.update(deviation="differs-from-linux", reason="differs-from-linux: expected EBADF, got EINVAL")
+    assert f"FAILED {failed['nodeid']} (differs-from-linux)" in problems_lines(document["records"])
+    assert "  # deviation: differs-from-linux" in ktap_lines(document)
+    page = render(document, CLAUSES, {issue.id: issue for issue in load_known_issues()})
+    assert "<th>deviation</th><td><code>differs-from-linux</code>" in page
+    assert "<th>id</th><th>kind</th>" in page and "<td>KI-1</td><td>differs-from-linux</td>" in page
