@@ -68,6 +68,7 @@ class Record:
     reproducer: str | None = None
     helper_process: str | None = None
     exchange_ms: float | None = None
+    guest_start: dict | None = None  # a guest's start: {"how": "booted"|"restored", "seconds", "fallback", ...}
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -389,6 +390,8 @@ class Engine:
         except ProtocolError as exc:
             record.outcome, record.reason = Outcome.ERROR, f"protocol: {exc}"
             return
+        finally:
+            record.guest_start = helper.guest_start   # the start that served this request
         record.exchange_ms = round((time.perf_counter() - started) * 1000, 3)
         # Which process answered: the benchmark counts distinct values to count process starts.
         record.helper_process = f"{os.getpid()}:{helper.label}:{helper.starts}"

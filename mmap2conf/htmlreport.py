@@ -61,6 +61,7 @@ def _case_block(record: dict) -> str:
             ("flavour / system", f"{record['flavour']} / {record['system']} ({record['runner']}) "
                                  f"{record.get('runner_version') or ''}"),
             ("system identity", json.dumps(record.get("identity"), sort_keys=True) if record.get("identity") else ""),
+            ("guest start", json.dumps(record.get("guest_start"), sort_keys=True) if record.get("guest_start") else ""),
             ("measured", json.dumps(record.get("properties"), sort_keys=True) if record.get("properties") else ""),
             ("expected", json.dumps(record.get("expected"), sort_keys=True)),
             ("observed", json.dumps(record.get("observed"), sort_keys=True)),

@@ -46,7 +46,7 @@ import tempfile
 import time
 from collections import deque
 
-from . import procs, scratch
+from . import guest_state, procs, scratch
 from .runners import clean_environment
 
 EXCHANGE_TIMEOUT = 10.0
@@ -95,6 +95,9 @@ def timeout_setting(name: str, default: float) -> float:
 def check_settings() -> None:
     timeout_setting(ENV_EXCHANGE_TIMEOUT, EXCHANGE_TIMEOUT)
     timeout_setting(ENV_BOOT_TIMEOUT, 1.0)
+    problem = guest_state.check_setting()
+    if problem:
+        raise SettingError(problem)
 
 
 # Terminal control: CSI (ESC [ ... final, and the 8-bit CSI), OSC, DCS/SOS/PM/APC strings,
@@ -162,14 +165,25 @@ class HelperSession:
         self.stderr = tempfile.TemporaryFile()
         self.boot_log: list[str] = []     # console: everything before the latest ready line
         self.boot_seconds: float | None = None
+        self.label: str | None = None     # the engine's name for the session (a guest's state is kept per name)
+        self.guest_start: dict | None = None   # a restorable guest's latest start: booted or restored, and why
         self.noise: deque[str] = deque(maxlen=CONSOLE_TAIL)  # console: latest non-protocol lines
 
     def _start(self) -> None:
         command = self.command_for(self.workdir)
+        if self.console is not None and self.console.restorable:
+            self._start_guest(command)
+            return
+        self._launch(command)
+        if self.console is not None:
+            self._wait_until_ready()
+
+    def _launch(self, command: list[str], pass_fds: tuple[int, ...] = ()) -> None:
         # Unbuffered: a request is one write, and nothing is left to flush into a dead pipe.
         try:
             self.process = procs.popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=self.stderr, env=clean_environment(), bufsize=0)
+                                       stderr=self.stderr, env=clean_environment(), bufsize=0,
+                                       pass_fds=pass_fds)
         except OSError as exc:   # not an executable (format), a directory, missing
             self.process = None
             raise ProtocolError(f"cannot start {command[0]}: {exc.strerror or exc}", "cannot-start") from None
@@ -178,8 +192,43 @@ class HelperSession:
         self.starts += 1
         if self.preamble:
             self._send_preamble()
-        if self.console is not None:
+
+    def _start_guest(self, command: list[str]) -> None:
+        """A qemu-system guest: restored from its saved state where a valid one answers, else
+        booted and then saved (guest_state.py). A restored guest prints no ready line; it is
+        ready once it answers a probe. ``guest_start`` says which it was."""
+        started = time.monotonic()
+        guest = guest_state.Guest(command, self.label)
+        try:
+            if guest.saved is not None:
+                try:
+                    restore, fds = guest.restore_command()
+                    self._launch(restore, fds)
+                    guest.restore(self.process, started + self.boot_timeout)
+                    self.boot_log, self.boot_seconds = guest.boot_log, None
+                    self.request({"op": "probe", "id": "restored"})
+                    self.guest_start = {"how": "restored", "seconds": round(time.monotonic() - started, 3),
+                                        "fallback": None, "save_seconds": None, "save_error": None}
+                    return
+                except (guest_state.StateError, ProtocolError) as exc:
+                    stderr = self.stderr_tail(300).strip() if self.process is not None else ""
+                    self.close_process()
+                    guest.forget()
+                    guest.fallback = f"the restore failed: {exc}" + (f" (stderr: {stderr})" if stderr else "")
+            self._launch(guest.boot_command())
             self._wait_until_ready()
+            self.guest_start = {"how": "booted", "seconds": round(time.monotonic() - started, 3),
+                                "fallback": guest.fallback, "save_seconds": None, "save_error": None}
+            try:
+                self.guest_start["save_seconds"] = round(guest.save(self.process, self.boot_log), 3)
+            except guest_state.StateError as exc:
+                self.guest_start["save_error"] = str(exc)
+                if guest.stopped:
+                    self.close_process()
+                    raise ProtocolError(f"the guest did not resume after its state was saved: {exc}",
+                                        "not-ready") from None
+        finally:
+            guest.close()
 
     def _send_preamble(self) -> None:
         """Write the preamble within PREAMBLE_TIMEOUT: the process may take it slowly (a

@@ -45,6 +45,8 @@ class Console:
     boot_timeout: float       # seconds from start to that line
     eof: bytes = b"\x04"      # VEOF: in canonical mode the helper's read returns 0
     max_line: int = 4095      # the tty's canonical line (N_TTY_BUF_SIZE 4096, with the newline)
+    # The command is a qemu-system guest's: saved once ready, restored after (guest_state.py).
+    restorable: bool = False
 
 
 @dataclass

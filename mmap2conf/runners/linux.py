@@ -27,7 +27,7 @@ class Linux(Runner):
     apt = ("qemu-system-x86", "qemu-system-arm", "qemu-system-mips")
     tracer = None             # no system call tracer runs inside the guest
     # The ready line is INIT_READY in helpers/mmap2_helper.c (PROTOCOL.md, init mode).
-    console = Console(ready=b"mmap2_helper: init mode, ready", boot_timeout=BOOT_TIMEOUT)
+    console = Console(ready=b"mmap2_helper: init mode, ready", boot_timeout=BOOT_TIMEOUT, restorable=True)
     one_worker = shared = True    # one boot serves every helper of the kernel (dispatch.py)
 
     def __init__(self, config: Config, name: str, asked: bool, machine: Machine, kernel_source,

@@ -60,7 +60,8 @@ def _record(column, flavour, case, clause, outcome, known_issue=None, reason=Non
             "sources": ["mmap2(2) DESCRIPTION"], "outcome": outcome, "reason": reason,
             "known_issue": known_issue,
             "reproducer": "echo '{\"op\":\"call\"}' | qemu-i386-static helper" if ran else None,
-            "helper_process": "1:i386/raw/qemu-user:1" if ran else None, "exchange_ms": 2.5 if ran else None}
+            "helper_process": "1:i386/raw/qemu-user:1" if ran else None, "exchange_ms": 2.5 if ran else None,
+            "guest_start": None}
 
 
 @pytest.fixture

@@ -1,0 +1,431 @@
+"""Saved guest states: a kernel guest restored in a fraction of a second instead of booted.
+
+A guest booted to its helper's ready line is saved once: the session stops it, QEMU's
+migration writes its whole state into a pipe to this process, which hashes it on its way
+into the cache, and the guest goes on to serve the session. Every later start of the same
+slot restores it: qemu starts with ``-incoming fd:N`` on a pipe that this process fills
+from the file, hashing again. The saved guest was paused, so the restored one stays paused
+after the load until the hash has matched and ``cont`` resumes it; the session then sends
+it a probe, and only a guest that answers serves requests (protocol.HelperSession). No
+state, a state of other inputs, a corrupt file, qemu refusing it, no answer: each is a
+fresh boot, whose state replaces the old one, and the session's ``guest_start`` says
+which it was and why.
+
+The key is everything that determines the state: the qemu-system command (binary path,
+its --version line and sha256, every argument: machine arguments, kernel command line)
+with the content of every argument that names a file (kernel image, initramfs), and what
+only the running qemu shows, recorded at the save and checked again before a restore: the
+executable it runs (a wrapper script may exec another) and the firmware files it loaded
+(``info roms``, found in its data directories like qemu_find_file does). Nothing else
+about the guest is assumed, so a guest with other files or another command line is keyed
+the same way.
+
+A state file is a HEADER_SIZE block (the key, the stream's size and sha256, the boot log;
+JSON padded with spaces) and then the migration stream, written to a partial file and
+renamed into place. One file per slot: the session's label (the engine names a session
+the same in every run) and the qemu-system binary, or the whole command where a session
+has no label; a new state replaces its slot's. MMAP2CONF_GUEST_STATES names the directory
+(default $MMAP2CONF_CACHE/guest-states), or is "off".
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import selectors
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from . import procs
+
+ENV_STATES = "MMAP2CONF_GUEST_STATES"
+FORMAT = 1
+HEADER_SIZE = 1 << 16
+SAVE_TIMEOUT = 60.0          # to stop, migrate, write and resume
+CHUNK = 1 << 20
+BOOT_LOG_KEPT = 40           # the last lines of the boot log a state keeps for error messages
+
+
+class StateError(Exception):
+    """This saved state cannot be used, or cannot be made; the message says why."""
+
+
+def check_setting() -> str | None:
+    """The error in MMAP2CONF_GUEST_STATES, or None: "off" or an absolute directory."""
+    value = os.environ.get(ENV_STATES)
+    if value is None or value == "off" or os.path.isabs(value):
+        return None
+    return f"{ENV_STATES}={value!r} must be \"off\" or an absolute directory"
+
+
+def states_dir() -> Path | None:
+    value = os.environ.get(ENV_STATES)
+    if value == "off":
+        return None
+    if value:
+        return Path(value)
+    from .build import CACHE_DIR
+    return CACHE_DIR / "guest-states"
+
+
+def _digest(path: str) -> str:
+    info = os.stat(path)
+    return _digest_of(os.path.realpath(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest_of(path: str, *identity) -> str:
+    """sha256 of a file, once per process and version of the file (kernels, qemu: MBs)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def key_of(command: list[str]) -> dict:
+    """What the command's guest is made of, as far as it shows before qemu runs."""
+    from .runners import RunnerUnavailable
+    from .runners.qemu_user import version_of
+    binary = command[0]
+    try:
+        _, version = version_of(Path(binary))
+        files = {arg: _digest(arg) for arg in command[1:] if os.path.isfile(arg)}
+        identity = {"path": binary, "version": version, "sha256": _digest(binary)}
+    except (RunnerUnavailable, OSError) as exc:
+        raise StateError(f"the guest's inputs cannot be read: {exc}") from None
+    return {"format": FORMAT, "qemu_system": identity, "arguments": command[1:], "files": files}
+
+
+def _key_difference(saved: dict, now: dict) -> str | None:
+    """Why a state of key ``saved`` is not one of ``now``, in words; None if it is."""
+    if saved.get("format") != now["format"]:
+        return f"it has format {saved.get('format')!r}, not {now['format']}"
+    old, new = saved.get("qemu_system", {}), now["qemu_system"]
+    if old.get("version") != new["version"]:
+        return f"it was saved by another qemu-system: {old.get('version')!r}, now {new['version']!r}"
+    if old != new:
+        return f"the qemu-system binary changed: {new['path']}"
+    if saved.get("arguments") != now["arguments"]:
+        before, after = saved.get("arguments") or [], now["arguments"]
+        index = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after)))
+        return (f"the command differs from argument {index + 1}: {before[index:index + 2]} "
+                f"then, {after[index:index + 2]} now")
+    changed = [path for path, digest in now["files"].items() if saved.get("files", {}).get(path) != digest]
+    if changed or saved.get("files") != now["files"]:
+        return f"the file {(changed or sorted(now['files']))[0]} changed"
+    return None
+
+
+def _learned_difference(learned: dict) -> str | None:
+    """Whether the executable and firmware a save saw are still the same files."""
+    for what, entry in [("the qemu-system executable", learned.get("executable", {})),
+                        *((f"the firmware {name}", entry) for name, entry in learned.get("firmware", {}).items())]:
+        try:
+            if _digest(entry["path"]) != entry["sha256"]:
+                return f"{what} changed: {entry['path']}"
+        except (KeyError, TypeError, OSError):
+            return f"{what} is gone: {entry.get('path') if isinstance(entry, dict) else entry!r}"
+    return None
+
+
+def slot_name(command: list[str], label: str | None) -> str:
+    basis = [label, command[0]] if label else command
+    digest = hashlib.sha256("\0".join(basis).encode()).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9.+_-]+", "-", label or Path(command[0]).name).strip("-")[:80]
+    return f"{readable}-{digest}"
+
+
+class _Monitor:
+    """A QMP connection (qemu's docs/interop/qmp-spec.txt): a greeting, qmp_capabilities,
+    then one reply per command, with events in between (skipped)."""
+
+    def __init__(self, path: str, deadline: float, process):
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        while True:
+            try:
+                self.socket.settimeout(max(0.01, deadline - time.monotonic()))
+                self.socket.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if procs.exited(process) or time.monotonic() > deadline:
+                    self.socket.close()
+                    raise StateError("qemu-system's monitor socket never came up") from None
+                time.sleep(0.005)
+            except OSError as exc:
+                self.socket.close()
+                raise StateError(f"qemu-system's monitor: {exc}") from None
+        self.socket.settimeout(SAVE_TIMEOUT)
+        self.file = self.socket.makefile("rb")
+        self._read()   # the greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self) -> dict:
+        try:
+            line = self.file.readline()
+        except OSError as exc:
+            raise StateError(f"qemu-system's monitor: {exc}") from None
+        if not line:
+            raise StateError("qemu-system closed its monitor")
+        return json.loads(line)
+
+    def execute(self, command: str, fds: tuple[int, ...] = (), **arguments):
+        data = json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n"
+        try:
+            socket.send_fds(self.socket, [data], list(fds)) if fds else self.socket.sendall(data)
+        except OSError as exc:
+            raise StateError(f"qemu-system's monitor: {exc}") from None
+        while True:
+            reply = self._read()
+            if "error" in reply:
+                raise StateError(f"qemu-system's {command}: {reply['error'].get('desc')}")
+            if "return" in reply:
+                return reply["return"]
+
+    def wait_for(self, command: str, done, deadline: float):
+        """Poll ``command`` until ``done(its return)``; that return."""
+        while True:
+            value = self.execute(command)
+            if done(value):
+                return value
+            if time.monotonic() > deadline:
+                raise StateError(f"qemu-system's {command} still says {value} after {SAVE_TIMEOUT:g} s")
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self.file.close()
+        self.socket.close()
+
+
+def _copy(source: int, sink, hasher, deadline: float, write_fd: int | None = None) -> int:
+    """Move bytes from the fd ``source`` (a pipe from qemu, or the state file) to ``sink``
+    (a file) or ``write_fd`` (a pipe to qemu), hashing them; the number of bytes."""
+    total = 0
+    with selectors.DefaultSelector() as selector:
+        if write_fd is None:
+            selector.register(source, selectors.EVENT_READ)
+        while True:
+            if write_fd is None and not selector.select(max(0.0, deadline - time.monotonic())):
+                raise StateError(f"qemu-system wrote no state for {SAVE_TIMEOUT:g} s")
+            data = os.read(source, CHUNK)
+            if not data:
+                return total
+            hasher.update(data)
+            total += len(data)
+            if write_fd is None:
+                sink.write(data)
+            else:
+                _write_all(write_fd, data, deadline)
+
+
+def _write_all(fd: int, data: bytes, deadline: float) -> None:
+    view = memoryview(data)
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_WRITE)
+        while view:
+            if not selector.select(max(0.0, deadline - time.monotonic())):
+                raise StateError("qemu-system stopped reading its state")
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                raise StateError("qemu-system exited while reading its state") from None
+
+
+class Guest:
+    """One start of a qemu-system guest: the saved state it may restore, the commands that
+    restore or boot it, and the save after a boot. ``fallback`` says why it boots."""
+
+    def __init__(self, command: list[str], label: str | None):
+        self.command = command
+        self.directory = states_dir()
+        self.key = self.saved = None
+        self.fallback: str | None = None
+        self.stopped = False     # the guest is stopped for its save (and did not resume, if still True)
+        self.boot_log: list[str] = []
+        self._private = self._read_end = self._write_end = self._file = None
+        if self.directory is None:
+            self.fallback = f"saved guest states are off ({ENV_STATES}=off)"
+            return
+        self.path = self.directory / f"{slot_name(command, label)}.state"
+        try:
+            self.key = key_of(command)
+            self._file = open(self.path, "rb")
+        except FileNotFoundError:
+            self.fallback = "no saved state"
+            return
+        except (StateError, OSError) as exc:
+            self.fallback = str(exc)
+            return
+        self.fallback = self._check_header()
+        if self.fallback is not None:
+            self._close_file()
+
+    def _check_header(self) -> str | None:
+        """Why the open state file cannot be restored, or None (self.saved is its header)."""
+        try:
+            header = json.loads(self._file.read(HEADER_SIZE))
+            size = os.fstat(self._file.fileno()).st_size - HEADER_SIZE
+            if not isinstance(header, dict) or header.get("stream", {}).get("size") != size:
+                return f"the saved state {self.path} is corrupt: its size is not the one its header records"
+        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+            return f"the saved state {self.path} is corrupt: its header is not JSON ({exc})"
+        why = _key_difference(header.get("key") or {}, self.key) or _learned_difference(header.get("learned") or {})
+        if why:
+            return f"the saved state {self.path} is stale: {why}"
+        self.saved = header
+        self.boot_log = [*header.get("boot_log", []), f"(restored from the saved state {self.path})"]
+        return None
+
+    def _monitor_args(self) -> list[str]:
+        """A QMP socket in a private directory (mode 0700), removed by close()."""
+        if self._private is None:
+            self._private = tempfile.mkdtemp(prefix="mmap2conf-qmp-")
+        self.monitor_path = os.path.join(self._private, "qmp")
+        if os.path.exists(self.monitor_path):   # a failed restore's: qemu makes a new one
+            os.unlink(self.monitor_path)
+        return ["-qmp", f"unix:{self.monitor_path},server=on,wait=off"]
+
+    def boot_command(self) -> list[str]:
+        if self.key is None:   # states are off, or the inputs cannot be keyed: nothing to save
+            return self.command
+        return [*self.command, *self._monitor_args()]
+
+    def restore_command(self) -> tuple[list[str], tuple[int, ...]]:
+        """The command that restores the saved state, and the fd qemu inherits for it."""
+        self._read_end, self._write_end = os.pipe()
+        return ([*self.command, *self._monitor_args(), "-incoming", f"fd:{self._read_end}"],
+                (self._read_end,))
+
+    def restore(self, process, deadline: float) -> None:
+        """Feed the state to the starting qemu, check its sha256, and resume the guest."""
+        os.close(self._read_end)
+        self._read_end = None
+        hasher = hashlib.sha256()
+        try:
+            os.set_blocking(self._write_end, False)
+            _copy(self._file.fileno(), None, hasher, deadline, write_fd=self._write_end)
+        finally:
+            os.close(self._write_end)
+            self._write_end = None
+        if hasher.hexdigest() != self.saved["stream"].get("sha256"):
+            raise StateError(f"the saved state {self.path} is corrupt: its sha256 is not the one its header records")
+        monitor = _Monitor(self.monitor_path, deadline, process)
+        try:
+            status = monitor.wait_for("query-status", lambda s: s.get("status") != "inmigrate", deadline)
+            if status.get("status") != "running":
+                monitor.execute("cont")
+        finally:
+            monitor.close()
+
+    def forget(self) -> None:
+        """This state failed to restore: remove it, unless another run replaced it meanwhile."""
+        try:
+            if self._file is not None and os.stat(self.path).st_ino == os.fstat(self._file.fileno()).st_ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    def save(self, process, boot_log: list[str]) -> float:
+        """Stop the booted guest, save its state into the cache, resume it; the seconds it took.
+        StateError if no state was saved: the guest runs on, unless ``stopped`` is still set."""
+        started = time.monotonic()
+        deadline = started + SAVE_TIMEOUT
+        if self.key is None:
+            raise StateError(self.fallback)
+        if not os.path.exists(self.monitor_path):
+            raise StateError("qemu-system has no monitor socket: not a qemu-system that can save")
+        monitor = _Monitor(self.monitor_path, deadline, process)
+        try:
+            learned = self._learn(process, monitor)
+            monitor.execute("stop")
+            self.stopped = True
+            try:
+                self._migrate(monitor, learned, boot_log, deadline)
+            finally:
+                monitor.execute("cont")
+                self.stopped = False
+        finally:
+            monitor.close()
+        return time.monotonic() - started
+
+    def _learn(self, process, monitor: _Monitor) -> dict:
+        """What only the running qemu shows: its executable and the firmware it loaded."""
+        try:
+            executable = os.readlink(f"/proc/{process.pid}/exe")
+            roms = monitor.execute("human-monitor-command", **{"command-line": "info roms"})
+            names = sorted(set(re.findall(r'name="([^"]+)"', roms)))
+            listed = procs.run([executable, *self.command[1:], "-L", "help"], timeout=SAVE_TIMEOUT)
+            data_dirs = listed.stdout.split()
+            firmware = {}
+            for name in names:
+                found = next((os.path.join(d, name) for d in data_dirs if os.path.isfile(os.path.join(d, name))), None)
+                if found is not None:
+                    firmware[name] = {"path": os.path.realpath(found), "sha256": _digest(found)}
+            return {"executable": {"path": executable, "sha256": _digest(executable)}, "firmware": firmware}
+        except (OSError, TimeoutError) as exc:
+            raise StateError(f"what qemu-system loaded cannot be read: {exc}") from None
+
+    def _migrate(self, monitor: _Monitor, learned: dict, boot_log: list[str], deadline: float) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_dead_partials()
+        partial = self.path.with_name(f".{self.path.name}.{procs.owner()}.partial")
+        read_end, write_end = os.pipe()
+        try:
+            try:
+                monitor.execute("getfd", fds=(write_end,), fdname="state")
+            finally:
+                os.close(write_end)
+            monitor.execute("migrate", uri="fd:state")
+            hasher = hashlib.sha256()
+            with open(partial, "wb") as out:
+                out.truncate(HEADER_SIZE)
+                out.seek(HEADER_SIZE)
+                size = _copy(read_end, out, hasher, deadline)
+                status = monitor.wait_for("query-migrate", lambda m: m.get("status") in ("completed", "failed",
+                                                                                        "cancelled"), deadline)
+                if status.get("status") != "completed" or size == 0:
+                    raise StateError(f"qemu-system's migration {status.get('status')}: {status.get('error-desc', '')}")
+                out.seek(0)
+                out.write(self._header(learned, boot_log, size, hasher.hexdigest()))
+            os.replace(partial, self.path)
+        except OSError as exc:
+            raise StateError(f"the state cannot be written to {self.path}: {exc}") from None
+        finally:
+            os.close(read_end)
+            if partial.exists():
+                partial.unlink()
+
+    def _header(self, learned: dict, boot_log: list[str], size: int, digest: str) -> bytes:
+        for kept in (BOOT_LOG_KEPT, 0):
+            header = json.dumps({"key": self.key, "learned": learned, "stream": {"size": size, "sha256": digest},
+                                 "boot_log": boot_log[-kept:] if kept else []}).encode() + b"\n"
+            if len(header) <= HEADER_SIZE:
+                return header.ljust(HEADER_SIZE, b" ")
+        raise StateError(f"the state's key does not fit its {HEADER_SIZE}-byte header")
+
+    def _remove_dead_partials(self) -> None:
+        """Partial states of runs that were killed mid-save (tens of MB each)."""
+        for partial in self.directory.glob(".*.partial"):
+            match = re.search(rf"\.({procs.TAG})\.partial$", partial.name)
+            if match and not procs.owner_alive(match.group(1)):
+                partial.unlink(missing_ok=True)
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        """Everything but the guest: the state file, the pipes, the monitor's directory."""
+        self._close_file()
+        for fd in (self._read_end, self._write_end):
+            if fd is not None:
+                os.close(fd)
+        self._read_end = self._write_end = None
+        if self._private is not None:
+            shutil.rmtree(self._private, ignore_errors=True)
+            self._private = None

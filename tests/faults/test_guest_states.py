@@ -1,0 +1,194 @@
+"""Issue 14: saved guest states, on a real qemu-system-i386 and Debian 12's i386 kernel from
+the cache. A guest booted once and saved is restored: it answers exactly as the booted one.
+A corrupt state, one qemu refuses, one of another qemu-system version, and another kernel
+command line or kernel image each lead to a fresh boot, and the boot replaces the state."""
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mmap2conf import guest_state, machines, runners
+from mmap2conf.engine import Engine, Suite
+from mmap2conf.model import load_all
+from mmap2conf.protocol import HelperSession, SettingError, check_settings
+from mmap2conf.runners.linux import Linux
+
+
+SYSTEM = "linux-6.1.0-50-686"
+LABEL = f"i386/raw/{SYSTEM}"        # the engine's name for that session: its state's slot
+CASES = ("self-checks/", "offset-unit/")   # the probe answers and a handful of calls
+
+
+@functools.lru_cache(maxsize=None)
+def _system(name: str) -> Linux:
+    """An i386 guest system of machines/ (loading them and their kernels takes seconds)."""
+    configs = load_all()
+    options = runners.Options(machines=machines.load_machines(configs))
+    return next(s for s in Linux.systems(configs["i386"], options) if s.name == name)
+
+
+@functools.lru_cache(maxsize=None)
+def _helper(runner: Linux) -> Path:
+    return runner.helper("raw")
+
+
+def _qmp_dirs() -> set[str]:
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("mmap2conf-qmp-")}
+
+
+def _records(states: Path) -> dict:
+    """The engine's records of CASES on the i386 guest, from sessions of their own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(guest_state.ENV_STATES, str(states))
+        suite = Suite(runners.Options(kinds={"linux"}), arches={"i386"}, flavours={"raw"})
+        engine = Engine(suite)
+        try:
+            found = {i.id: engine.run(i).to_json() for i in suite.instances()
+                     if i.runner.name == SYSTEM and i.case.key.startswith(CASES)}
+        finally:
+            engine.close()
+    if {r["outcome"] for r in found.values()} == {"skipped"}:
+        pytest.skip(f"the i386 guest cannot run here: {next(iter(found.values()))['reason']}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A states directory with the state of one booted guest, and the records of the
+    sessions that booted it and that restored it."""
+    states = tmp_path_factory.mktemp("states")
+    booted = _records(states)
+    restored = _records(states)
+    [state] = states.glob("*.state")
+    return state, booted, restored
+
+
+@pytest.fixture
+def copy(saved, tmp_path, monkeypatch):
+    """A private copy of the saved state, in the directory this test's sessions use."""
+    monkeypatch.setenv(guest_state.ENV_STATES, str(tmp_path))
+    target = tmp_path / saved[0].name
+    shutil.copyfile(saved[0], target)
+    return target
+
+
+def _header(state: Path) -> dict:
+    with open(state, "rb") as file:
+        return json.loads(file.read(guest_state.HEADER_SIZE))
+
+
+def _rewrite(state: Path, edit_header=None, edit_stream=None) -> None:
+    """Change a state file's header or stream, as a hand (or a broken disk) would."""
+    data = state.read_bytes()
+    header, stream = json.loads(data[:guest_state.HEADER_SIZE]), data[guest_state.HEADER_SIZE:]
+    if edit_stream:
+        stream = edit_stream(stream)
+        header["stream"] = {"size": len(stream), "sha256": hashlib.sha256(stream).hexdigest()}
+    if edit_header:
+        edit_header(header)
+    state.write_bytes(json.dumps(header).encode().ljust(guest_state.HEADER_SIZE) + stream)
+
+
+def _start() -> dict:
+    """One session's start on the i386 guest, as the engine opens it: its guest_start."""
+    runner = _system(SYSTEM)
+    helper = _helper(runner)
+    before = _qmp_dirs()
+    session = HelperSession(lambda workdir: runner.command(helper, workdir), console=runner.console)
+    session.label = LABEL
+    try:
+        assert session.request({"op": "probe", "id": "p"})["op"] == "probe"
+        return session.guest_start
+    finally:
+        session.close()
+        assert not session.alive() and _qmp_dirs() <= before   # no qemu, no monitor directory left
+
+
+def test_a_restored_guest_answers_exactly_as_the_booted_one(saved):
+    state, booted, restored = saved
+    assert booted.keys() == restored.keys() and len(booted) >= 10
+    for case, record in booted.items():
+        assert restored[case]["outcome"] == record["outcome"] == "passed", case
+        assert restored[case]["observed"] == record["observed"], case
+        assert restored[case]["properties"] == record["properties"], case
+    starts = {json.dumps(r["guest_start"], sort_keys=True) for r in booted.values()}
+    [first] = [json.loads(s) for s in starts]
+    [again] = [json.loads(s) for s in {json.dumps(r["guest_start"], sort_keys=True) for r in restored.values()}]
+    assert (first["how"], first["fallback"], first["save_error"]) == ("booted", "no saved state", None)
+    assert (again["how"], again["fallback"], again["save_seconds"]) == ("restored", None, None)
+    print(f"\nboot {first['seconds']} s (+ save {first['save_seconds']} s), restore {again['seconds']} s, "
+          f"state {state.stat().st_size / 1e6:.1f} MB")
+
+
+def test_a_corrupt_state_is_a_boot_that_replaces_it(copy):
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF          # one bit pattern in the stream: only its sha256 shows it
+    copy.write_bytes(bytes(data))
+    first = _start()
+    assert first["how"] == "booted" and "corrupt: its sha256" in first["fallback"]
+    assert first["save_seconds"] is not None
+    assert _start()["how"] == "restored"  # the boot's own state replaced the corrupt one
+
+
+def test_a_state_qemu_refuses_is_a_boot(copy):
+    # Cut in half, with a matching sha256. (The stream's last kilobytes are only qemu's JSON
+    # description of it, which a restore does not read.)
+    _rewrite(copy, edit_stream=lambda stream: stream[:len(stream) // 2])
+    cut = _header(copy)["stream"]
+    first = _start()
+    assert first["how"] == "booted" and first["fallback"].startswith("the restore failed: "), first
+    assert _header(copy)["stream"]["size"] > cut["size"]   # replaced
+
+
+def test_a_state_of_another_qemu_system_version_is_a_boot(copy):
+    version = _header(copy)["key"]["qemu_system"]["version"]
+    _rewrite(copy, edit_header=lambda h: h["key"]["qemu_system"].update(version="QEMU emulator version 7.1.0"))
+    first = _start()
+    assert first["how"] == "booted"
+    assert first["fallback"] == (f"the saved state {copy} is stale: it was saved by another qemu-system: "
+                                 f"'QEMU emulator version 7.1.0', now {version!r}")
+    assert _header(copy)["key"]["qemu_system"]["version"] == version   # replaced
+
+
+def _guest(command: list[str], label: str = LABEL) -> guest_state.Guest:
+    guest = guest_state.Guest(command, label)
+    guest.close()
+    return guest
+
+
+def test_another_kernel_command_line_or_kernel_image_is_another_key(copy, tmp_path):
+    runner = _system(SYSTEM)
+    command = runner.command(_helper(runner), tmp_path)
+    assert _guest(command).saved is not None
+    other_line = [*command[:-1], command[-1] + " MMAP2_OTHER=1"]
+    assert "is stale: the command differs" in _guest(other_line).fallback
+    # The same kernel path with other content: a copy of the image, one byte longer.
+    kernel = command[command.index("-kernel") + 1]
+    changed = tmp_path / "linux"
+    changed.write_bytes(Path(kernel).read_bytes() + b"\0")
+
+    def renamed(header):
+        arguments = header["key"]["arguments"]
+        arguments[arguments.index(kernel)] = str(changed)
+        header["key"]["files"][str(changed)] = header["key"]["files"].pop(kernel)
+    _rewrite(copy, edit_header=renamed)
+    other_image = [str(changed) if arg == kernel else arg for arg in command]
+    assert _guest(other_image).fallback == f"the saved state {copy} is stale: the file {changed} changed"
+    # Another cached kernel is another system: a session of another name, with no state yet.
+    amd64 = _system("linux-6.12.117+deb13-amd64")
+    assert _guest(amd64.command(_helper(amd64), tmp_path), f"i386/raw/{amd64.name}").fallback == "no saved state"
+
+
+def test_states_off_boot_without_a_monitor_and_a_relative_directory_is_a_usage_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(guest_state.ENV_STATES, "off")
+    guest = _guest(["/bin/true", "-m", "1"])
+    assert guest.fallback == "saved guest states are off (MMAP2CONF_GUEST_STATES=off)"
+    assert guest.boot_command() == ["/bin/true", "-m", "1"]
+    monkeypatch.setenv(guest_state.ENV_STATES, "states")
+    with pytest.raises(SettingError, match="must be \"off\" or an absolute directory"):
+        check_settings()
