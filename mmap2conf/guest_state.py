@@ -37,6 +37,7 @@ import re
 import selectors
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -199,40 +200,39 @@ class _Monitor:
         self.socket.close()
 
 
-def _copy(source: int, sink, hasher, deadline: float, write_fd: int | None = None) -> int:
-    """Move bytes from the fd ``source`` (a pipe from qemu, or the state file) to ``sink``
-    (a file) or ``write_fd`` (a pipe to qemu), hashing them; the number of bytes."""
+def _drain(pipe: int, out, hasher, deadline: float) -> int:
+    """Copy qemu's migration stream from ``pipe`` to the file ``out`` until qemu closes it,
+    hashing it; the number of bytes."""
     total = 0
     with selectors.DefaultSelector() as selector:
-        if write_fd is None:
-            selector.register(source, selectors.EVENT_READ)
+        selector.register(pipe, selectors.EVENT_READ)
         while True:
-            if write_fd is None and not selector.select(max(0.0, deadline - time.monotonic())):
+            if not selector.select(max(0.0, deadline - time.monotonic())):
                 raise StateError(f"qemu-system wrote no state for {SAVE_TIMEOUT:g} s")
-            data = os.read(source, CHUNK)
+            data = os.read(pipe, CHUNK)
             if not data:
                 return total
             hasher.update(data)
             total += len(data)
-            if write_fd is None:
-                sink.write(data)
-            else:
-                _write_all(write_fd, data, deadline)
+            out.write(data)
 
 
-def _write_all(fd: int, data: bytes, deadline: float) -> None:
-    view = memoryview(data)
+def _feed(state, pipe: int, hasher, deadline: float) -> None:
+    """Copy the rest of the file ``state`` into the non-blocking ``pipe`` to qemu, hashing it."""
     with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_WRITE)
-        while view:
-            if not selector.select(max(0.0, deadline - time.monotonic())):
-                raise StateError("qemu-system stopped reading its state")
-            try:
-                view = view[os.write(fd, view):]
-            except BlockingIOError:
-                continue
-            except BrokenPipeError:
-                raise StateError("qemu-system exited while reading its state") from None
+        selector.register(pipe, selectors.EVENT_WRITE)
+        while data := state.read(CHUNK):
+            hasher.update(data)
+            view = memoryview(data)
+            while view:
+                if not selector.select(max(0.0, deadline - time.monotonic())):
+                    raise StateError("qemu-system stopped reading its state")
+                try:
+                    view = view[os.write(pipe, view):]
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:
+                    raise StateError("qemu-system exited while reading its state") from None
 
 
 class Guest:
@@ -269,11 +269,11 @@ class Guest:
         try:
             header = json.loads(self._file.read(HEADER_SIZE))
             size = os.fstat(self._file.fileno()).st_size - HEADER_SIZE
-            if not isinstance(header, dict) or header.get("stream", {}).get("size") != size:
+            if header["stream"]["size"] != size:
                 return f"the saved state {self.path} is corrupt: its size is not the one its header records"
-        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
-            return f"the saved state {self.path} is corrupt: its header is not JSON ({exc})"
-        why = _key_difference(header.get("key") or {}, self.key) or _learned_difference(header.get("learned") or {})
+            why = _key_difference(header["key"], self.key) or _learned_difference(header["learned"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"the saved state {self.path} is corrupt: its header is not one this suite writes ({exc!r})"
         if why:
             return f"the saved state {self.path} is stale: {why}"
         self.saved = header
@@ -307,7 +307,7 @@ class Guest:
         hasher = hashlib.sha256()
         try:
             os.set_blocking(self._write_end, False)
-            _copy(self._file.fileno(), None, hasher, deadline, write_fd=self._write_end)
+            _feed(self._file, self._write_end, hasher, deadline)
         finally:
             os.close(self._write_end)
             self._write_end = None
@@ -359,6 +359,8 @@ class Guest:
             roms = monitor.execute("human-monitor-command", **{"command-line": "info roms"})
             names = sorted(set(re.findall(r'name="([^"]+)"', roms)))
             listed = procs.run([executable, *self.command[1:], "-L", "help"], timeout=SAVE_TIMEOUT)
+            if listed.returncode != 0:
+                raise StateError(f"{executable} -L help (status {listed.returncode}): {listed.stderr[-300:]}")
             data_dirs = listed.stdout.split()
             firmware = {}
             for name in names:
@@ -366,15 +368,15 @@ class Guest:
                 if found is not None:
                     firmware[name] = {"path": os.path.realpath(found), "sha256": _digest(found)}
             return {"executable": {"path": executable, "sha256": _digest(executable)}, "firmware": firmware}
-        except (OSError, TimeoutError) as exc:
+        except (OSError, subprocess.TimeoutExpired) as exc:
             raise StateError(f"what qemu-system loaded cannot be read: {exc}") from None
 
     def _migrate(self, monitor: _Monitor, learned: dict, boot_log: list[str], deadline: float) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._remove_dead_partials()
         partial = self.path.with_name(f".{self.path.name}.{procs.owner()}.partial")
         read_end, write_end = os.pipe()
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._remove_dead_partials()
             try:
                 monitor.execute("getfd", fds=(write_end,), fdname="state")
             finally:
@@ -384,7 +386,7 @@ class Guest:
             with open(partial, "wb") as out:
                 out.truncate(HEADER_SIZE)
                 out.seek(HEADER_SIZE)
-                size = _copy(read_end, out, hasher, deadline)
+                size = _drain(read_end, out, hasher, deadline)
                 status = monitor.wait_for("query-migrate", lambda m: m.get("status") in ("completed", "failed",
                                                                                         "cancelled"), deadline)
                 if status.get("status") != "completed" or size == 0:

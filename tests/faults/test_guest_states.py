@@ -192,3 +192,16 @@ def test_states_off_boot_without_a_monitor_and_a_relative_directory_is_a_usage_e
     monkeypatch.setenv(guest_state.ENV_STATES, "states")
     with pytest.raises(SettingError, match="must be \"off\" or an absolute directory"):
         check_settings()
+
+
+@pytest.mark.parametrize("body", [b"", b"garbage", b"[1, 2]".ljust(guest_state.HEADER_SIZE) + b"stream",
+                                  b'{"stream": {"size": 6}, "key": [1], "learned": {}}'.ljust(guest_state.HEADER_SIZE)
+                                  + b"stream"])
+def test_a_state_file_whose_header_is_not_one_is_corrupt(monkeypatch, tmp_path, body):
+    if shutil.which("qemu-system-i386") is None:
+        pytest.skip("qemu-system-i386 is not installed (make bootstrap)")
+    monkeypatch.setenv(guest_state.ENV_STATES, str(tmp_path))
+    command = [shutil.which("qemu-system-i386"), "-m", "64"]
+    (tmp_path / f"{guest_state.slot_name(command, LABEL)}.state").write_bytes(body)
+    guest = _guest(command)
+    assert guest.saved is None and " is corrupt: its header is not one this suite writes" in guest.fallback
