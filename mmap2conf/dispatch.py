@@ -49,7 +49,13 @@ class Guest:
         self.current, self.generation = wanted, session.starts
 
     def close(self) -> None:
-        self.session.close()
+        # The helper on the console takes one end of file and init the next, and powers the
+        # guest off: without the first, the session's close waits its whole timeout for that.
+        session = self.session
+        if self.current is not None and session.alive() and session.starts == self.generation \
+                and not session.in_exchange:
+            session.end_input()
+        session.close()
 
 
 class Served:
@@ -62,6 +68,10 @@ class Served:
     @property
     def starts(self) -> int:
         return self.guest.session.starts
+
+    @property
+    def guest_start(self) -> dict | None:
+        return self.guest.session.guest_start
 
     def request(self, message: dict) -> dict:
         self.guest.select(self)

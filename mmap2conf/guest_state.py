@@ -22,10 +22,12 @@ the same way.
 
 A state file is a HEADER_SIZE block (the key, the stream's size and sha256, the boot log;
 JSON padded with spaces) and then the migration stream, written to a partial file and
-renamed into place. One file per slot: the session's label (the engine names a session
-the same in every run) and the qemu-system binary, or the whole command where a session
-has no label; a new state replaces its slot's. MMAP2CONF_GUEST_STATES names the directory
-(default $MMAP2CONF_CACHE/guest-states), or is "off".
+renamed into place. One file per command (its slot): a new state of the same command (a
+kernel image or qemu-system replaced in place) replaces the old one. Guests of other
+commands (another initramfs: other helpers, or a rebuilt one) keep their own states; at
+each save, the states whose files are gone are removed, and then the least recently used
+ones while the directory holds more than BUDGET bytes. MMAP2CONF_GUEST_STATES names the
+directory (default $MMAP2CONF_CACHE/guest-states), or is "off".
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ HEADER_SIZE = 1 << 16
 SAVE_TIMEOUT = 60.0          # to stop, migrate, write and resume
 CHUNK = 1 << 20
 BOOT_LOG_KEPT = 40           # the last lines of the boot log a state keeps for error messages
+BUDGET = 2 << 30             # bytes of states kept: about 50 guests (35-45 MB each)
 
 
 class StateError(Exception):
@@ -132,11 +135,8 @@ def _learned_difference(learned: dict) -> str | None:
     return None
 
 
-def slot_name(command: list[str], label: str | None) -> str:
-    basis = [label, command[0]] if label else command
-    digest = hashlib.sha256("\0".join(basis).encode()).hexdigest()[:16]
-    readable = re.sub(r"[^A-Za-z0-9.+_-]+", "-", label or Path(command[0]).name).strip("-")[:80]
-    return f"{readable}-{digest}"
+def slot_name(command: list[str]) -> str:
+    return f"{Path(command[0]).name}-{hashlib.sha256(chr(0).join(command).encode()).hexdigest()[:20]}"
 
 
 class _Monitor:
@@ -239,7 +239,7 @@ class Guest:
     """One start of a qemu-system guest: the saved state it may restore, the commands that
     restore or boot it, and the save after a boot. ``fallback`` says why it boots."""
 
-    def __init__(self, command: list[str], label: str | None):
+    def __init__(self, command: list[str]):
         self.command = command
         self.directory = states_dir()
         self.key = self.saved = None
@@ -250,7 +250,7 @@ class Guest:
         if self.directory is None:
             self.fallback = f"saved guest states are off ({ENV_STATES}=off)"
             return
-        self.path = self.directory / f"{slot_name(command, label)}.state"
+        self.path = self.directory / f"{slot_name(command)}.state"
         try:
             self.key = key_of(command)
             self._file = open(self.path, "rb")
@@ -320,6 +320,7 @@ class Guest:
                 monitor.execute("cont")
         finally:
             monitor.close()
+        os.utime(self.path)   # used: the last to go (BUDGET)
 
     def forget(self) -> None:
         """This state failed to restore: remove it, unless another run replaced it meanwhile."""
@@ -394,6 +395,7 @@ class Guest:
                 out.seek(0)
                 out.write(self._header(learned, boot_log, size, hasher.hexdigest()))
             os.replace(partial, self.path)
+            self._trim()
         except OSError as exc:
             raise StateError(f"the state cannot be written to {self.path}: {exc}") from None
         finally:
@@ -408,6 +410,22 @@ class Guest:
             if len(header) <= HEADER_SIZE:
                 return header.ljust(HEADER_SIZE, b" ")
         raise StateError(f"the state's key does not fit its {HEADER_SIZE}-byte header")
+
+    def _trim(self) -> None:
+        """Remove the states whose files are gone, then the least recently used beyond BUDGET."""
+        kept = 0
+        for state in sorted(self.directory.glob("*.state"), key=lambda p: p.stat().st_mtime, reverse=True):
+            try:
+                with open(state, "rb") as file:
+                    files = json.loads(file.read(HEADER_SIZE))["key"]["files"]
+                gone = not all(os.path.exists(path) for path in files)
+            except (ValueError, KeyError, TypeError, OSError):
+                gone = True
+            size = state.stat().st_size
+            if state != self.path and (gone or kept + size > BUDGET):
+                state.unlink(missing_ok=True)
+            else:
+                kept += size
 
     def _remove_dead_partials(self) -> None:
         """Partial states of runs that were killed mid-save (tens of MB each)."""

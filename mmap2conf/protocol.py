@@ -165,7 +165,6 @@ class HelperSession:
         self.stderr = tempfile.TemporaryFile()
         self.boot_log: list[str] = []     # console: everything before the latest ready line
         self.boot_seconds: float | None = None
-        self.label: str | None = None     # the engine's name for the session (a guest's state is kept per name)
         self.guest_start: dict | None = None   # a restorable guest's latest start: booted or restored, and why
         self.noise: deque[str] = deque(maxlen=CONSOLE_TAIL)  # console: latest non-protocol lines
 
@@ -198,7 +197,7 @@ class HelperSession:
         booted and then saved (guest_state.py). A restored guest prints no ready line; it is
         ready once it answers a probe. ``guest_start`` says which it was."""
         started = time.monotonic()
-        guest = guest_state.Guest(command, self.label)
+        guest = guest_state.Guest(command)
         try:
             if guest.saved is not None:
                 try:
@@ -206,7 +205,7 @@ class HelperSession:
                     self._launch(restore, fds)
                     guest.restore(self.process, started + self.boot_timeout)
                     self.boot_log, self.boot_seconds = guest.boot_log, None
-                    self.request({"op": "probe", "id": "restored"})
+                    self._answers()
                     self.guest_start = {"how": "restored", "seconds": round(time.monotonic() - started, 3),
                                         "fallback": None, "save_seconds": None, "save_error": None}
                     return
@@ -229,6 +228,15 @@ class HelperSession:
                                         "not-ready") from None
         finally:
             guest.close()
+
+    def _answers(self) -> None:
+        """A restored guest answers: a probe, or the protocol error of a dispatching init,
+        which takes only exec (dispatch.py), is the answer of a helper that reads."""
+        try:
+            self.request({"op": "probe", "id": "restored"})
+        except ProtocolError as exc:
+            if exc.kind != "rejected":
+                raise
 
     def _send_preamble(self) -> None:
         """Write the preamble within PREAMBLE_TIMEOUT: the process may take it slowly (a
