@@ -413,15 +413,17 @@ class Guest:
 
     def _trim(self) -> None:
         """Remove the states whose files are gone, then the least recently used beyond BUDGET."""
-        kept = 0
-        for state in sorted(self.directory.glob("*.state"), key=lambda p: p.stat().st_mtime, reverse=True):
+        found = []
+        for state in self.directory.glob("*.state"):
             try:
+                info = state.stat()
                 with open(state, "rb") as file:
                     files = json.loads(file.read(HEADER_SIZE))["key"]["files"]
-                gone = not all(os.path.exists(path) for path in files)
-            except (ValueError, KeyError, TypeError, OSError):
-                gone = True
-            size = state.stat().st_size
+                found.append((info.st_mtime, info.st_size, state, not all(map(os.path.exists, files))))
+            except (ValueError, KeyError, TypeError, OSError):   # gone meanwhile, or not a state
+                found.append((0, 0, state, True))
+        kept = 0
+        for _, size, state, gone in sorted(found, key=lambda entry: entry[0], reverse=True):
             if state != self.path and (gone or kept + size > BUDGET):
                 state.unlink(missing_ok=True)
             else:

@@ -214,3 +214,27 @@ def test_a_state_file_whose_header_is_not_one_is_corrupt(monkeypatch, tmp_path, 
     (tmp_path / f"{guest_state.slot_name(command)}.state").write_bytes(body)
     guest = _guest(command)
     assert guest.saved is None and " is corrupt: its header is not one this suite writes" in guest.fallback
+
+
+def test_a_save_removes_states_whose_files_are_gone_then_the_least_recently_used(monkeypatch, tmp_path):
+    monkeypatch.setenv(guest_state.ENV_STATES, str(tmp_path))
+    one = guest_state.HEADER_SIZE + 1000
+    monkeypatch.setattr(guest_state, "BUDGET", 2 * one + one // 2)   # the new state and one more
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(b"k")
+    command = ["/usr/bin/qemu-system-i386", "-kernel", str(kernel)]
+    guest = _guest(command)
+
+    def state(path: Path, files, age: float, body: bytes | None = None) -> Path:
+        header = json.dumps({"key": {"files": {str(f): "0" * 64 for f in files}}}).encode()
+        path.write_bytes(body if body is not None else header.ljust(guest_state.HEADER_SIZE) + b"s" * 1000)
+        os.utime(path, (1e9 - age, 1e9 - age))
+        return path
+    new = state(guest.path, [kernel], 0)
+    recent = state(tmp_path / "recent.state", [kernel], 10)
+    older = state(tmp_path / "older.state", [kernel], 20)
+    gone = state(tmp_path / "gone.state", [tmp_path / "no-such-initramfs"], 5)
+    garbage = state(tmp_path / "garbage.state", [], 1, body=b"not a state")
+    guest._trim()
+    assert {p.name for p in tmp_path.glob("*.state")} == {new.name, recent.name}
+    assert not any(p.exists() for p in (older, gone, garbage))
