@@ -52,7 +52,7 @@ HEADER_SIZE = 1 << 16
 SAVE_TIMEOUT = 60.0          # to stop, migrate, write and resume
 CHUNK = 1 << 20
 BOOT_LOG_KEPT = 40           # the last lines of the boot log a state keeps for error messages
-BUDGET = 2 << 30             # bytes of states kept: about 50 guests (35-45 MB each)
+BUDGET = 2 << 30             # bytes of states kept: 20 to 50 guests (39 to 93 MB each, measured)
 
 
 class StateError(Exception):
