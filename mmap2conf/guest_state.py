@@ -117,9 +117,10 @@ def _key_difference(saved: dict, now: dict) -> str | None:
         index = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after)))
         return (f"the command differs from argument {index + 1}: {before[index:index + 2]} "
                 f"then, {after[index:index + 2]} now")
-    changed = [path for path, digest in now["files"].items() if saved.get("files", {}).get(path) != digest]
-    if changed or saved.get("files") != now["files"]:
-        return f"the file {(changed or sorted(now['files']))[0]} changed"
+    then = saved.get("files") or {}
+    changed = sorted(path for path in {*then, *now["files"]} if then.get(path) != now["files"].get(path))
+    if changed:
+        return f"the file {changed[0]} " + ("changed" if changed[0] in now["files"] else "is gone")
     return None
 
 
