@@ -44,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import procs
+from . import procs, scratch
 
 ENV_STATES = "MMAP2CONF_GUEST_STATES"
 FORMAT = 1
@@ -282,9 +282,10 @@ class Guest:
         return None
 
     def _monitor_args(self) -> list[str]:
-        """A QMP socket in a private directory (mode 0700), removed by close()."""
+        """A QMP socket in a private directory (mode 0700), removed by close(); named after
+        the run's owner, so a run killed before close() has it swept (procs.sweep)."""
         if self._private is None:
-            self._private = tempfile.mkdtemp(prefix="mmap2conf-qmp-")
+            self._private = tempfile.mkdtemp(prefix=f"{scratch.PREFIX}qmp-{procs.owner()}-")
         self.monitor_path = os.path.join(self._private, "qmp")
         if os.path.exists(self.monitor_path):   # a failed restore's: qemu makes a new one
             os.unlink(self.monitor_path)
