@@ -180,14 +180,19 @@ def deviation(config: Config, page_size: int, case: Case, request: dict, answer:
 
 def expected_reads(request: dict, byte_offset: int, page_size: int) -> list[tuple[int, int | str]]:
     """What each read of a file mapping must see (helpers/PROTOCOL.md: the file has
-    file_blocks 4096-byte blocks, a marker at each of `markers`, holes elsewhere).
+    file_blocks 4096-byte blocks, a marker at each of `markers`, holes elsewhere; with
+    truncate, that many blocks and the markers below them, from before the reads).
 
     Past the end of the file the bytes of the page that holds the end read as zero, and
     a page beyond it raises SIGBUS (mmap(2) NOTES and ERRORS): the first such read is the
     last one the child makes, so the list ends there."""
-    size = request.get("file_blocks", 1) * 4096
+    blocks = request.get("file_blocks", 1)
+    markers = set(request.get("markers", range(min(blocks, 4096))))
+    if "truncate" in request:   # the size the file has by the time of the reads
+        blocks = request["truncate"]
+        markers = {m for m in markers if m < blocks}
+    size = blocks * 4096
     pages_in_file = -(-size // page_size)
-    markers = set(request.get("markers", range(min(request.get("file_blocks", 1), 4096))))
     reads = []
     for offset in request.get("reads", [0]):
         at = byte_offset + offset
