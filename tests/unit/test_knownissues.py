@@ -160,10 +160,10 @@ def test_a_libc_record_names_one_libc(tmp_path, old, new, message):
 
 
 def test_where_may_name_a_range_of_kernel_versions():
-    """KI-45: qemu-hppa's ENOMEM is a difference from Linux 6.4 and later only, the host's
+    """KI-46: qemu-hppa's ENOMEM is a difference from Linux 6.4 and later only, the host's
     kernel standing for the guest's under qemu-user."""
     issues = {i.id: i for i in load_known_issues()}
-    ki = issues["KI-45"]
+    ki = issues["KI-46"]
     key = "errors/enomem-fixed-range-past-the-top"
     assert ki.applies(key, "hppa", "raw", system(kernel="6.18.44+6.18.44"))
     assert not ki.applies(key, "hppa", "raw", system(kernel="6.1.176+6.1.0.50.amd64"))
