@@ -496,14 +496,14 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
             _evaluate_for_every_page(item, f"{where}: {key}")
 
 
-def _load_systems():
+def load_systems():
     """(page, unit, address facts) every row is checked for at load."""
     return [(page, unit, dict.fromkeys(ADDRESS_FACTS, top)) for page in LOAD_PAGES for unit in sorted({4096, page})
             for top in LOAD_TASK_SIZES]
 
 
 def _evaluate_for_every_page(value, where: str) -> None:
-    for page, unit, facts in _load_systems():
+    for page, unit, facts in load_systems():
         try:
             evaluate(value, {"page": page, "unit": unit, **facts}, where)
         except CaseError as exc:
@@ -601,7 +601,7 @@ def load_table(path: Path, clauses: dict) -> list[Case]:
                           allowed=tuple(row.get("allowed", ())), allowed_source=row.get("allowed_source"),
                           facts=tuple(sorted(facts))))
         if cases[-1].op == "call":
-            for page, unit, facts in _load_systems():   # the request every system would be sent
+            for page, unit, facts in load_systems():   # the request every system would be sent
                 cases[-1].concrete_inputs(page, unit, facts)
     if not cases:
         raise CaseError(f"{path}: no [[case]] rows")
