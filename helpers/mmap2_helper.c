@@ -754,6 +754,7 @@ static void do_probe(const char *id)
 static struct {
 	int call, fd_kind, addr_from_premap, nmarkers, nreads;
 	int set_memlock, set_data, drop_caps, write_readback;
+	int truncate, truncated;	/* truncate: asked; the file is cut (fill_file) */
 	int stack;		/* STACK_*: the stack pointer of the mmap2 trap */
 	int in_process;		/* "fork":0: no child, so a tracer sees one process */
 	ulong prot, flags, open_flags;
@@ -761,6 +762,7 @@ static struct {
 	u64 memlock[2];		/* struct rlimit64: soft, hard */
 	u64 data[2];		/* RLIMIT_DATA, the same */
 	u64 write_at;		/* write_readback: the file offset of mapping offset 0 */
+	u64 truncate_to;	/* truncate: the file's size after the call, in blocks */
 	u64 *markers, *reads;
 	u64 seq;		/* case number, for a unique file name */
 } cs;
@@ -784,7 +786,7 @@ static void frag_flush(void)
 }
 
 static char path[4096];
-static int named;	/* open: the file keeps its name until the call */
+static int named;	/* open, truncate: the file keeps its name until the call */
 
 static void setup_error(const char *what, long err)
 {
@@ -810,52 +812,24 @@ static void setup_error(const char *what, long err)
 
 static unsigned int last_block[BLOCK / 4];	/* extend: what it writes */
 
-/* The case's file: created, opened for the case, unlinked at once, then
- * filled through a second descriptor so that the case's open flags (say
- * RDONLY, or no LARGEFILE) do not limit the setup. The file calls differ:
- * extend gets that descriptor back, at the start of the last block, for the
- * write that sets the size; open gets no descriptor, and the file keeps its
- * name until the call under test has opened it again. */
-static int make_file(void)
+/* Writes the markers of the first cs.blocks blocks and sets the size to
+ * cs.blocks blocks, through wfd (open for writing, the file empty). */
+static void fill_file(long wfd)
 {
-	struct buf b = { path, 0, sizeof path - 1 };
 	unsigned int m[3];
 	u64 i, n;
-	long wfd, fd, r;
+	long r;
 	int k;
-
-	puts_(&b, dir);
-	puts_(&b, "/mmap2-helper.");
-	put_u64(&b, (ulong)sys(__NR_getpid, 0, 0, 0, 0, 0));
-	putch(&b, '.');
-	put_u64(&b, cs.seq);
-	path[b.len] = 0;
-	if (b.len >= b.cap)
-		setup_error("file name too long", 0);
-	if (cs.blocks > 1ULL << 50)
-		setup_error("file_blocks too large", 0);
-	if (cs.call == C_extend && !cs.blocks)
-		setup_error("extend needs file_blocks of 1 or more", 0);
-
-	wfd = sys(__NR_openat, AT_FDCWD, (ulong)path,
-		  O_RDWR | O_CREAT | O_EXCL | O_LARGEFILE, 0600, 0);
-	if (wfd < 0)
-		setup_error("create file", wfd);
-	named = cs.call == C_open;
-	fd = wfd;
-	if (!(FILE_CALLS & 1 << cs.call))
-		fd = sys(__NR_openat, AT_FDCWD, (ulong)path, cs.open_flags, 0, 0);
-	if (cs.call != C_open)
-		sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
-	if (fd < 0)
-		setup_error("open file", fd);
 
 	n = cs.nmarkers >= 0 ? (u64)cs.nmarkers :
 	    cs.blocks < DEFAULT_MARKERS ? cs.blocks : DEFAULT_MARKERS;
 	for (i = 0; i < n; i++) {
 		u64 blk = cs.nmarkers < 0 ? i : cs.markers[i];
-		if (blk >= cs.blocks)
+		if (blk >= cs.blocks) {
+			if (cs.truncated)	/* cut off by truncate */
+				continue;
 			setup_error("marker beyond file_blocks", 0);
+		}
 		m[0] = MARKER;
 		m[1] = (unsigned int)blk;
 		m[2] = (unsigned int)(blk >> 32);
@@ -874,7 +848,7 @@ static int make_file(void)
 	if (cs.call == C_extend) {
 		if ((r = seek_to(wfd, (cs.blocks - 1) * BLOCK)) < 0)
 			setup_error("seek", r);
-		return wfd;
+		return;
 	}
 	/* The size: one byte at the end; every block in between stays a hole. */
 	if (cs.blocks) {
@@ -884,6 +858,63 @@ static int make_file(void)
 		if ((r = sys(__NR_write, wfd, (ulong)m, 1, 0, 0)) != 1)
 			setup_error("write end", r < 0 ? r : 0);
 	}
+}
+
+/* truncate: after the call, the still-named file is opened again with
+ * O_TRUNC and filled as a file of cs.truncate_to blocks would be (the same
+ * markers below it): a truncation without ftruncate64, whose 64-bit length
+ * each ABI passes its own way. Then it loses its name. */
+static void truncate_file(void)
+{
+	long wfd = sys(__NR_openat, AT_FDCWD, (ulong)path,
+		       O_WRONLY | O_TRUNC | O_LARGEFILE, 0, 0);
+	if (wfd < 0)
+		setup_error("truncate: open O_TRUNC", wfd);
+	cs.blocks = cs.truncate_to;
+	cs.truncated = 1;
+	fill_file(wfd);
+	sys(__NR_close, wfd, 0, 0, 0, 0);
+}
+
+/* The case's file: created, opened for the case, unlinked at once (with
+ * truncate: after the call), then filled through a second descriptor so that
+ * the case's open flags (say RDONLY, or no LARGEFILE) do not limit the setup.
+ * The file calls differ: extend gets that descriptor back, at the start of
+ * the last block, for the write that sets the size; open gets no descriptor,
+ * and the file keeps its name until the call under test has opened it again. */
+static int make_file(void)
+{
+	struct buf b = { path, 0, sizeof path - 1 };
+	long wfd, fd;
+
+	puts_(&b, dir);
+	puts_(&b, "/mmap2-helper.");
+	put_u64(&b, (ulong)sys(__NR_getpid, 0, 0, 0, 0, 0));
+	putch(&b, '.');
+	put_u64(&b, cs.seq);
+	path[b.len] = 0;
+	if (b.len >= b.cap)
+		setup_error("file name too long", 0);
+	if (cs.blocks > 1ULL << 50)
+		setup_error("file_blocks too large", 0);
+	if (cs.call == C_extend && !cs.blocks)
+		setup_error("extend needs file_blocks of 1 or more", 0);
+
+	wfd = sys(__NR_openat, AT_FDCWD, (ulong)path,
+		  O_RDWR | O_CREAT | O_EXCL | O_LARGEFILE, 0600, 0);
+	if (wfd < 0)
+		setup_error("create file", wfd);
+	named = cs.call == C_open || cs.truncate;
+	fd = wfd;
+	if (!(FILE_CALLS & 1 << cs.call))
+		fd = sys(__NR_openat, AT_FDCWD, (ulong)path, cs.open_flags, 0, 0);
+	if (!named)
+		sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
+	if (fd < 0)
+		setup_error("open file", fd);
+	fill_file(wfd);
+	if (cs.call == C_extend)
+		return wfd;
 	sys(__NR_close, wfd, 0, 0, 0, 0);
 	return cs.call == C_open ? -1 : fd;
 }
@@ -1082,6 +1113,12 @@ static void run_case(void)
 	err = ABI_ERRNO(ret, flag);
 	put_raw(ret, flag, err);
 #endif
+	if (cs.truncate) {	/* the mapping is made: now its file changes size */
+		if (!err)
+			truncate_file();
+		sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
+		named = 0;
+	}
 	put_key(&frag, "addr_arg");
 	put_u64(&frag, addr);
 	if (cs.premap_len) {
@@ -1255,6 +1292,9 @@ static const char *prepare_call(const char **arg)
 	cs.data[0] = cs.data[1] = rq.num[K_rlimit_data];
 	cs.write_readback = HAS(K_write_readback);
 	cs.write_at = rq.num[K_write_readback];
+	cs.truncate = HAS(K_truncate);
+	cs.truncate_to = rq.num[K_truncate];
+	cs.truncated = 0;
 	if (HAS(K_drop_caps) && rq.num[K_drop_caps] > 1)
 		return "bad drop_caps";
 	cs.drop_caps = HAS(K_drop_caps) && rq.num[K_drop_caps];
@@ -1281,6 +1321,8 @@ static const char *prepare_call(const char **arg)
 	cs.fd_kind = FILE_CALLS & 1 << cs.call ? FD_file : FD_none;
 	if (HAS(K_fd) && (cs.fd_kind = lookup(fd_names, rq.str[K_fd])) < 0)
 		return *arg = rq.str[K_fd], "bad fd";
+	if (cs.truncate && cs.fd_kind != FD_file)
+		return "truncate needs fd file";
 	cs.addr_from_premap = 0;
 	if (HAS(K_addr_from)) {
 		if (lookup(addr_from_names, rq.str[K_addr_from]) < 0)

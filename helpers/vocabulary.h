@@ -91,6 +91,7 @@ KEY(rlimit_memlock, i, MMAP)
 KEY(rlimit_data, i, MMAP)
 KEY(drop_caps, i, MMAP)
 KEY(write_readback, i, MMAP)
+KEY(truncate, i, MMAP)
 KEY(stack, s, MMAP)
 KEY(fork, i, HARNESS)
 KEY(path, s, INIT)
@@ -169,6 +170,7 @@ SIGNAL(SIGSEGV)
 HELPER_CONST(O_CREAT)
 HELPER_CONST(O_EXCL)
 HELPER_CONST(O_DIRECTORY)
+HELPER_CONST(O_TRUNC)
 
 #undef KEY
 #undef CALL

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import tomlcheck
-from .model import HELPERS_DIR, LIBCS, REPO, ROW_FACTS
+from .model import ADDRESS_FACTS, HELPERS_DIR, LIBCS, REPO, ROW_FACTS
 from .report import SECTIONS
 from .tomlcheck import STR, Field
 
@@ -102,7 +102,8 @@ RAW_CALLS = VOCABULARY.calls_of("STUB_MMAP", "STUB_FILE")
 FILE_CALLS = {call: tuple(k for k in VOCABULARY.keys_of("FILE") if not (call == "extend" and k == "open"))
               for call in VOCABULARY.calls_of("STUB_FILE")}
 PROBE_CHECKS = ("mmap2-number", "page-size", "errno-numbers", "signal-numbers")
-CALL_EXPECTS = ("mapping", "high-mapping")
+# high-mapping: above 2 GiB; mapping-below-top: a mapping that ends at or below task_size.
+CALL_EXPECTS = ("mapping", "high-mapping", "mapping-below-top")
 FILE_CALL_EXPECTS = ("success",)
 # Inputs a row may give, with the type the helper protocol takes.
 INT_INPUTS = VOCABULARY.keys_of("FILE", "MMAP", types="i")
@@ -123,6 +124,9 @@ MAX_EXPRESSION = 200
 # that a row that is wrong for some system (negative, above 2^64-1) fails at load: the
 # page sizes of arches/ (4 KiB; 8 KiB or1k, sparc; 16 KiB loongson-3; 64 KiB hexagon).
 LOAD_PAGES = (4096, 8192, 16384, 65536)
+# ... and the address facts (ADDRESS_FACTS) at the lowest and the highest top of a task
+# that arches/ states: o32 on a 64-bit MIPS kernel, and 4 GiB less a 4 KiB page.
+LOAD_TASK_SIZES = (0x7FFF8000, 0xFFFFF000)
 META = ("id", "clause", "call", "op", "check", "expect", "source", "allowed", "allowed_source", "trace", "requires",
         "scratch", "libc", "libc_version")
 SCRATCH = ("noexec", "large")
@@ -171,6 +175,7 @@ class Case:
     # Linux's among them), with the source that says so; () where it allows only expect.
     allowed: tuple[str, ...] = ()
     allowed_source: str | None = None
+    facts: tuple[str, ...] = ()  # the row facts of arches/ it needs: fact: expectations, ADDRESS_FACTS
 
     @property
     def key(self) -> str:
@@ -205,22 +210,31 @@ class Case:
     def expectation_for(self, properties) -> str:
         """The row's answer on a system with these properties (sut.Properties): the one
         condition key that holds (``kernel_bits=32``), else ``default``."""
-        if isinstance(self.expect, str):
-            return self.expect
-        from .sut import condition_holds
-        holding = [key for key in self.expect if key != "default" and condition_holds(key, properties)]
-        if len(holding) > 1:
-            raise CaseError(f"{self.where}: case {self.id!r}: conditions {', '.join(holding)} all hold")
-        if holding:
-            return self.expect[holding[0]]
-        if "default" in self.expect:
-            return self.expect["default"]
-        raise CaseError(f"{self.where}: case {self.id!r} states no expectation for this system "
-                        f"and no default")
+        found, value = choose(self.expect, properties, f"{self.where}: case {self.id!r}")
+        if not found:
+            raise CaseError(f"{self.where}: case {self.id!r} states no expectation for this system "
+                            f"and no default")
+        return value
 
-    def concrete_inputs(self, page: int, unit: int) -> dict:
-        """The protocol request for a system with this page size and mmap2 unit."""
-        names = {"page": page, "unit": unit}
+    def not_for_system(self, config, properties) -> str | None:
+        """Why the row does not apply to this system (an n.a. reason) by the row facts it
+        needs, or None: arches/ states no such fact for it, or its requirement is unmet."""
+        name, _, wanted = (self.requires or "").partition("=")
+        system = f"kernel_bits {properties.kernel_bits}, page {properties.page_size}"
+        for needed in sorted({*self.facts, *([name] if name and name != "mmap2" else [])}):
+            fact = config.requirement(needed)
+            value = fact_value(config, needed, properties)
+            if value is None:
+                return f"n.a.: {config.name} states no {needed} for this system ({system}): {fact.source}"
+            if needed == name and str(value).lower() != wanted.lower():
+                return (f"n.a.: {config.name} has {name} = {value} on this system ({system}; {fact.source}); "
+                        f"the case needs {wanted}")
+        return None
+
+    def concrete_inputs(self, page: int, unit: int, facts: dict | None = None) -> dict:
+        """The protocol request for a system with this page size and mmap2 unit, and
+        the values of the address facts it names there (ADDRESS_FACTS: fact_value)."""
+        names = {"page": page, "unit": unit, **(facts or {})}
         request = {}
         for key, value in self.inputs.items():
             if key in INT_INPUTS:
@@ -253,6 +267,42 @@ class Case:
         request.setdefault("markers", sorted({b for start in (first, truncated) if start is not None
                                               for b in range(start, start + count) if b < request["file_blocks"]}))
         request.setdefault("reads", [i * 4096 for i in range(min(count, MAX_READS))])
+
+
+def choose(table, properties, where: str) -> tuple[bool, object]:
+    """(True, the value of the one condition of ``table`` that holds on a system with these
+    properties, else its default), or (False, None) where neither exists; a plain value is
+    its own answer everywhere."""
+    if not isinstance(table, dict):
+        return True, table
+    from .sut import condition_holds
+    holding = [key for key in table if key != "default" and condition_holds(key, properties)]
+    if len(holding) > 1:
+        raise CaseError(f"{where}: conditions {', '.join(holding)} all hold")
+    if holding:
+        return True, table[holding[0]]
+    return ("default" in table), table.get("default")
+
+
+def fact_value(config, name: str, properties):
+    """Row fact ``name`` of arches/ on a system with these properties, or None where the
+    configuration states none for it (an address fact is evaluated for its page)."""
+    fact = config.requirement(name)
+    if fact is None:
+        return None
+    found, value = choose(fact.value, properties, f"{config.path.name}: {name}")
+    if found and name in ADDRESS_FACTS:
+        value = evaluate(value, {"page": properties.page_size}, f"{config.path.name}: {name}")
+    return value if found else None
+
+
+def _names_in(value) -> set[str]:
+    if not isinstance(value, str):
+        return set()
+    try:
+        return {node.id for node in ast.walk(ast.parse(value, mode="eval")) if isinstance(node, ast.Name)}
+    except SyntaxError:
+        return set()   # evaluate() reports it
 
 
 def _pow(base: int, exponent: int) -> int:
@@ -408,9 +458,10 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
     if "requires" in row:
         name, _, value = str(row["requires"]).partition("=")
         choices = {**ROW_FACTS, "mmap2": (bool, (True, False))}
-        if name not in choices or str(value).lower() not in [str(v).lower() for v in choices[name][1]]:
+        if (name not in choices or choices[name][1] is None
+                or str(value).lower() not in [str(v).lower() for v in choices[name][1]]):
             raise CaseError(f"{where}: requires must be NAME=VALUE with a fact of arches/ "
-                            f"({', '.join(f'{n}={v}' for n, (_, vs) in ROW_FACTS.items() for v in vs)})")
+                            f"({', '.join(f'{n}={v}' for n, (_, vs) in ROW_FACTS.items() for v in vs or ())})")
     if "libc" in row or "libc_version" in row:
         _check_libc(row, where)
     if row.get("scratch", SCRATCH[0]) not in SCRATCH:
@@ -445,17 +496,20 @@ def _check_row(row: dict, path: Path, line: int, clauses: dict) -> None:
             _evaluate_for_every_page(item, f"{where}: {key}")
 
 
-def _load_systems():
-    """(page, unit) pairs every row is checked for at load."""
-    return [(page, unit) for page in LOAD_PAGES for unit in sorted({4096, page})]
+def load_systems():
+    """(page, unit, address facts) every row is checked for at load."""
+    return [(page, unit, dict.fromkeys(ADDRESS_FACTS, top)) for page in LOAD_PAGES for unit in sorted({4096, page})
+            for top in LOAD_TASK_SIZES]
 
 
 def _evaluate_for_every_page(value, where: str) -> None:
-    for page, unit in _load_systems():
+    for page, unit, facts in load_systems():
         try:
-            evaluate(value, {"page": page, "unit": unit}, where)
+            evaluate(value, {"page": page, "unit": unit, **facts}, where)
         except CaseError as exc:
-            raise CaseError(f"{exc} (for page = {page}, unit = {unit})" if isinstance(value, str) else str(exc)) from None
+            raise CaseError(f"{exc} (for page = {page}, unit = {unit}"
+                            + "".join(f", {k} = {v:#x}" for k, v in facts.items()) + ")"
+                            if isinstance(value, str) else str(exc)) from None
 
 
 def _check_allowed(row: dict, where: str) -> None:
@@ -535,15 +589,20 @@ def load_table(path: Path, clauses: dict) -> list[Case]:
             raise CaseError(f"{path}:{line}: duplicate id {row['id']!r}")
         seen.add(row["id"])
         inputs = {k: v for k, v in row.items() if k not in META}
+        expects = row["expect"].values() if isinstance(row["expect"], dict) else [row["expect"]]
+        facts = {e[5:] for e in expects if e.startswith("fact:")} | {
+            n for v in inputs.values() for item in (v if isinstance(v, list) else [v])
+            for n in _names_in(item) if n in ADDRESS_FACTS}
         cases.append(Case(table=path.stem, id=row["id"], path=path, line=line, clause=row["clause"],
                           op=row.get("op", "call"), call=row.get("call"), check=row.get("check"),
                           expect=row["expect"], source=row["source"], inputs=inputs,
                           trace=row.get("trace", False), requires=row.get("requires"),
                           scratch=row.get("scratch"), libc=row.get("libc"), libc_version=row.get("libc_version"),
-                          allowed=tuple(row.get("allowed", ())), allowed_source=row.get("allowed_source")))
+                          allowed=tuple(row.get("allowed", ())), allowed_source=row.get("allowed_source"),
+                          facts=tuple(sorted(facts))))
         if cases[-1].op == "call":
-            for page, unit in _load_systems():   # the request every system would be sent
-                cases[-1].concrete_inputs(page, unit)
+            for page, unit, facts in load_systems():   # the request every system would be sent
+                cases[-1].concrete_inputs(page, unit, facts)
     if not cases:
         raise CaseError(f"{path}: no [[case]] rows")
     return cases

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -187,18 +187,23 @@ def instances_for(config: model.Config, flavour: str, runner: Runner, case: case
     wants_raw = case.call in cases.RAW_CALLS
     if wants_raw != (spec.kind == "raw"):
         return  # the raw flavour makes the system call, libc flavours call libc
+    if case.trace and runner.tracer is None:
+        # Only the check of libc's system call needs a tracer: the row's own answer (the
+        # errno, the data) is judged here too, under its own clause, and says what is not.
+        case = replace(case, trace=False, source=f"{case.source} (no system call tracer runs on {runner.name}: "
+                                                 f"libc's answer is checked here, not the system call it made)")
     reason = None
     if case.call == "mmap2" and not config.has_mmap2:  # only mmap2 rows need it; extend, open: every ABI
         reason = f"n.a.: {config.name} has no mmap2 ({config.mmap2_nr.source})"
     elif case.not_for_libc(spec.libc, flavour):
         reason = case.not_for_libc(spec.libc, flavour)
-    elif case.trace and runner.tracer is None:
-        reason = f"n.a.: no system call tracer runs on {runner.name} (the row checks libc's system call)"
     elif case.requires:
         name, _, value = case.requires.partition("=")
         fact = config.requirement(name)
         if fact is None:
             reason = f"n.a.: {config.name} states no {name}; the case needs {name} = {value}"
+        elif isinstance(fact.value, dict):
+            pass   # it depends on the system: decided once the probe has measured it (Case.not_for_system)
         elif str(fact.value).lower() != value.lower():
             reason = f"n.a.: {config.name} has {name} = {fact.value} ({fact.source}); the case needs {value}"
     yield Instance(config, flavour, runner, case, reason)
@@ -366,10 +371,12 @@ class Engine:
             return
         record.properties = session.properties.as_dict()
         try:
-            # A row for some releases of a libc: the release is the helper's own answer.
-            not_for_release = instance.case.not_for_release(session.properties)
-            if not_for_release:
-                record.outcome, record.reason = Outcome.NA, not_for_release
+            # A row for some releases of a libc (the release is the helper's own answer), or
+            # one that needs a row fact arches/ states for some systems only.
+            not_here = (instance.case.not_for_release(session.properties)
+                        or instance.case.not_for_system(instance.config, session.properties))
+            if not_here:
+                record.outcome, record.reason = Outcome.NA, not_here
                 return
             self._judge(instance, session, record)
         except (cases.CaseError, oracle.OracleError, knownissues.KnownIssueError, SystemUnderTestError) as exc:
@@ -378,7 +385,8 @@ class Engine:
     def _judge(self, instance: Instance, session: _Session, record: Record) -> None:
         config, case, properties = instance.config, instance.case, session.properties
         unit = config.unit_bytes(properties.page_size) if config.has_mmap2 else 4096
-        request = case.concrete_inputs(properties.page_size, unit)
+        request = case.concrete_inputs(properties.page_size, unit, {
+            name: cases.fact_value(config, name, properties) for name in case.facts if name in model.ADDRESS_FACTS})
         record.request = request
         line = json.dumps(request, separators=(",", ":"))
         record.reproducer = instance.runner.reproducer(session.binary, line, case.scratch, bool(case.trace))

@@ -66,7 +66,8 @@ class KnownIssue:
             return False
         if not any(fnmatch.fnmatchcase(case_key, p) for p in self.cases):
             return False
-        if any(str(properties.value(name)) != value for name, value in self.where):
+        from .sut import condition_holds
+        if not all(condition_holds(where_condition(name, value), properties) for name, value in self.where):
             return False
         version = self.component_version(properties, libc)
         if version is None:
@@ -103,6 +104,12 @@ class KnownIssue:
 
     def reason(self) -> str:
         return f"{self.id} ({self.kind}): {self.title} (expected {self.expected}; observed {self.observed})"
+
+
+def where_condition(name: str, value) -> str:
+    """A `where` entry as a condition (sut.condition_holds): kernel_bits = 64 is
+    kernel_bits=64; kernel_version = ">=6.4" is kernel_version>=6.4."""
+    return f"{name}{value}" if name == "kernel_version" else f"{name}={value}"
 
 
 def _shows(key: str, value: str, observed: dict, names: dict, line: int) -> bool:
@@ -183,7 +190,7 @@ def load_known_issues(path: Path = KNOWN_ISSUES_FILE) -> list[KnownIssue]:
             raise bad("where must be a table of properties")
         from .sut import check_condition
         for name, value in conditions.items():
-            problem = check_condition(f"{name}={value}")
+            problem = check_condition(where_condition(name, value))
             if problem:
                 raise bad(f"where: {problem}")
         symptoms = row["symptom"] if isinstance(row["symptom"], list) else [row["symptom"]]

@@ -35,14 +35,23 @@ FLAVOUR_KINDS = ("raw", *LIBCS)
 # ziglang package: "{python} -m ziglang cc"), {zig_lib} that package's lib directory.
 RECIPE_WORDS = ("python", "zig_lib")
 # Per-ABI answers that case rows refer to ("fact:NAME" expectations, "NAME=VALUE"
-# requirements), with the values each may take; required wherever mmap2 exists.
+# requirements, and the ADDRESS_FACTS as names in a row's expressions), with the values
+# each may take (None: any); required wherever mmap2 exists. Where the answer depends on
+# the system, the value is a table of conditions over its measured properties, as a
+# row's expect is (sut.condition_holds; "default" for the rest); a system that no key
+# matches has no stated answer, and the rows that need one are n.a. there.
 ROW_FACTS = {
     "unknown_prot": (str, ("mapping", "EINVAL")),
     "oversized_len": (str, ("ENOMEM", "EINVAL")),
     "fixed_past_top": (str, ("ENOMEM", "EINVAL")),
+    "hint_past_top": (str, ("mapping-below-top", "EINVAL")),
     "argument_passing": (str, ("registers", "stack-5-6", "block")),
     "high_addresses": (bool, (True, False)),
+    # The first address a task of the ABI may not map (TASK_SIZE for it): an integer, or
+    # an expression over `page` (2^32 less a page on several compat paths).
+    "task_size": ((int, str), None),
 }
+ADDRESS_FACTS = ("task_size",)
 # e_machine names as pyelftools spells them (EM_QDSP6 is Hexagon, EM_SPARCV9 64-bit SPARC).
 ELF_MACHINES = ("EM_386", "EM_X86_64", "EM_ARM", "EM_MIPS", "EM_PPC", "EM_OPENRISC", "EM_SPARC32PLUS",
                 "EM_68K", "EM_PARISC", "EM_QDSP6", "EM_RISCV", "EM_AARCH64", "EM_SPARCV9")
@@ -162,17 +171,36 @@ class _Table:
             raise self.error(key, f"{value!r} is not one of {', '.join(map(str, choices))}")
         return value
 
-    def fact(self, key: str, kind, choices=None, required: bool = True) -> Fact | None:
+    def fact(self, key: str, kind, choices=None, required: bool = True, keyed: bool = False) -> Fact | None:
         raw = self.get(key, dict, required=required)
         if raw is None:
             return None
         sub = _Table(raw, self.path, f"{self.where}.{key}")
-        value = sub.get("value", kind, choices)
+        if keyed and isinstance(raw.get("value"), dict):
+            value = sub.keyed_value(kind, choices)
+        else:
+            value = sub.get("value", kind, choices)
         source = sub.get("source", str)
         sub.done()
         if not source.strip():
             raise self.error(key, "the source is empty")
         return Fact(value, source)
+
+    def keyed_value(self, kind, choices) -> dict:
+        """A value per condition over the system's properties (see ROW_FACTS)."""
+        from .sut import check_condition   # late: sut imports this module
+        table = self.get("value", dict)
+        if not table:
+            raise self.error("value", "an empty table of conditions")
+        for condition, value in table.items():
+            problem = condition != "default" and check_condition(condition)
+            if problem:
+                raise self.error("value", f"{problem} (or default)")
+            if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+                raise self.error("value", f"{condition}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+            if choices is not None and value not in choices:
+                raise self.error("value", f"{condition}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return table
 
     def sub(self, key: str, required: bool = True) -> "_Table | None":
         raw = self.get(key, dict, required=required)
@@ -249,7 +277,7 @@ def load_config(path: Path) -> Config:
     has_mmap2 = mmap2_nr.value is not False
     offset_unit = abi.fact("offset_unit", str, OFFSET_UNITS, required=has_mmap2)
     misaligned = abi.fact("misaligned_pgoff", str, MISALIGNED, required=has_mmap2)
-    row_facts = {name: abi.fact(name, kind, choices, required=has_mmap2)
+    row_facts = {name: abi.fact(name, kind, choices, required=has_mmap2, keyed=True)
                  for name, (kind, choices) in ROW_FACTS.items()}
     row_facts = {name: fact for name, fact in row_facts.items() if fact is not None}
     if not has_mmap2 and (offset_unit or misaligned or row_facts):

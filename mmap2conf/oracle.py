@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .cases import FILE_CALLS, RAW_CALLS, Case
+from .cases import CALL_EXPECTS, FILE_CALLS, RAW_CALLS, Case, fact_value
 from .knownissues import KINDS
 from .model import Config
 
@@ -50,6 +50,7 @@ class Expectation:
     block: int | None = None      # 4096-byte file block expected at the start of the mapping
     zero: bool = False            # anonymous: the mapping reads as zeros
     high: bool = False            # the address must have its top bit set (above 2 GiB)
+    below: int | None = None      # the mapping must end at or below this address (task_size)
     maps: bool = True             # False for the file calls (extend, open): no mapping to check
     clause: str = ""
     sources: list[str] = field(default_factory=list)
@@ -68,6 +69,7 @@ class Expectation:
             return {"result": "success"}
         sigbus = [offset for offset, want in self.reads if want == "SIGBUS"]
         return {"result": "mapped", **({"block": self.block} if self.block is not None else {}),
+                **({"end_at_most": f"{self.below:#x}"} if self.below is not None else {}),
                 **({"contents": "zero"} if self.zero else {}),
                 **({"signal": "SIGBUS", "signal_at": sigbus[0]} if sigbus else {}),
                 **({"readback": f"{self.readback[0]:#x},{self.readback[1]:#x},{self.readback[2]:#x}"}
@@ -80,9 +82,11 @@ def expect_call(config: Config, properties, case: Case, request: dict) -> Expect
     page_size, page_source = properties.page_size, properties.sources["page_size"]
     wanted, sources = case.expectation_for(properties), [case.source, *filter(None, [case.allowed_source])]
     if wanted.startswith("fact:"):
-        fact = config.row_facts[wanted.removeprefix("fact:")]
-        wanted = fact.value
-        sources.append(fact.source)
+        name = wanted.removeprefix("fact:")
+        wanted = fact_value(config, name, properties)
+        if wanted is None:
+            raise OracleError(f"{config.path.name}: states no {name} for this system")
+        sources.append(config.row_facts[name].source)
     if case.call in FILE_CALLS:   # no offset to align, no mapping: the row's answer is all there is
         expectation = _file_call_answer(case, wanted, sources)
         if case.allowed:
@@ -107,11 +111,13 @@ def expect_call(config: Config, properties, case: Case, request: dict) -> Expect
                               f"({config.misaligned_pgoff.source}) but the page is {page_size} bytes")
         return Expectation(False, errno="EINVAL", clause="mmap2.ERRORS.EINVAL",
                            sources=[MAN_EINVAL_UNIT, config.misaligned_pgoff.source])
-    expectation = _call_answer(config, case, request, wanted, sources, byte_offset, page_size, unit_sources)
+    expectation = _call_answer(config, properties, case, request, wanted, sources, byte_offset, page_size,
+                               unit_sources)
     if not case.allowed:
         return expectation
-    expectation.alternatives = [_call_answer(config, case, request, answer, [case.allowed_source], byte_offset,
-                                             page_size, unit_sources) for answer in case.allowed if answer != wanted]
+    expectation.alternatives = [_call_answer(config, properties, case, request, answer, [case.allowed_source],
+                                             byte_offset, page_size, unit_sources)
+                                for answer in case.allowed if answer != wanted]
     # The manual page's unit is 4096 bytes on every ABI but ia64 (mmap2(2) VERSIONS), where
     # Linux's is the page (no configuration here is ia64): its EINVAL for offset * 4096 off
     # the page is an answer it allows too.
@@ -128,11 +134,15 @@ def _file_call_answer(case: Case, wanted: str, sources: list[str]) -> Expectatio
     return Expectation(False, errno=wanted, maps=False, clause=case.clause, sources=sources)
 
 
-def _call_answer(config: Config, case: Case, request: dict, wanted: str, sources: list[str], byte_offset: int,
-                 page_size: int, unit_sources: list[str]) -> Expectation:
-    """The expectation of one answer (an errno name, mapping, high-mapping) to a mapping call."""
-    if wanted not in ("mapping", "high-mapping"):
+def _call_answer(config: Config, properties, case: Case, request: dict, wanted: str, sources: list[str],
+                 byte_offset: int, page_size: int, unit_sources: list[str]) -> Expectation:
+    """The expectation of one answer (an errno name, or one of CALL_EXPECTS) to a mapping call."""
+    if wanted not in CALL_EXPECTS:
         return Expectation(False, errno=wanted, clause=case.clause, sources=sources)
+    below = None
+    if wanted == "mapping-below-top":
+        below = fact_value(config, "task_size", properties)
+        sources = sources + [config.row_facts["task_size"].source]
     # mmap2(2) VERSIONS says the unit is the page on ia64; such rows check that sentence.
     clause = ("mmap2.VERSIONS.ia64-unit" if case.call == "mmap2" and case.clause == "mmap2.DESCRIPTION.unit"
               and config.offset_unit.value == "page" else case.clause)
@@ -151,7 +161,7 @@ def _call_answer(config: Config, case: Case, request: dict, wanted: str, sources
         readback = [WRITE_MAGIC, at & 0xFFFFFFFF, at >> 32]
         sources = sources + [MAN_SHARED_WRITE]
     return Expectation(True, block=byte_offset // 4096 if file_mapping else None,
-                       zero=anonymous, high=wanted == "high-mapping",
+                       zero=anonymous, high=wanted == "high-mapping", below=below,
                        clause=clause, sources=sources + unit_sources, reads=reads, readback=readback)
 
 
@@ -170,14 +180,19 @@ def deviation(config: Config, page_size: int, case: Case, request: dict, answer:
 
 def expected_reads(request: dict, byte_offset: int, page_size: int) -> list[tuple[int, int | str]]:
     """What each read of a file mapping must see (helpers/PROTOCOL.md: the file has
-    file_blocks 4096-byte blocks, a marker at each of `markers`, holes elsewhere).
+    file_blocks 4096-byte blocks, a marker at each of `markers`, holes elsewhere; with
+    truncate, that many blocks and the markers below them, from before the reads).
 
     Past the end of the file the bytes of the page that holds the end read as zero, and
     a page beyond it raises SIGBUS (mmap(2) NOTES and ERRORS): the first such read is the
     last one the child makes, so the list ends there."""
-    size = request.get("file_blocks", 1) * 4096
+    blocks = request.get("file_blocks", 1)
+    markers = set(request.get("markers", range(min(blocks, 4096))))
+    if "truncate" in request:   # the size the file has by the time of the reads
+        blocks = request["truncate"]
+        markers = {m for m in markers if m < blocks}
+    size = blocks * 4096
     pages_in_file = -(-size // page_size)
-    markers = set(request.get("markers", range(min(request.get("file_blocks", 1), 4096))))
     reads = []
     for offset in request.get("reads", [0]):
         at = byte_offset + offset
@@ -299,6 +314,9 @@ def judge_call(config: Config, page_size: int, case: Case, request: dict, answer
                     else f"read {got}")
             problems.append(f"the write at mapping offset 0 is not in the file at byte offset "
                             f"{request['write_readback']:#x}: {held}")
+    if expectation.below is not None and address + request["len"] > expectation.below:
+        problems.append(f"the mapping {address:#x}-{address + request['len']:#x} ends above {expectation.below:#x}, "
+                        f"the top of a task's address space")
     if expectation.high and address < 1 << 31:
         problems.append(f"address {address:#x} is not above 2 GiB as the case arranged")
     if expectation.zero and observed.get("block") != "zero":

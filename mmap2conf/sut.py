@@ -177,20 +177,58 @@ def measure(config: Config, probe: dict, stated: dict, libc: str | None = None) 
                       libc=libc_name, libc_version=libc_release)
 
 
+# A condition is one or more properties joined by ",", all of which must hold:
+# "kernel_bits=64,page_size=4096". kernel_version takes a PEP 440 specifier instead
+# of "=value" (kernel_version>=6.4), matched against the measured kernel_version.
+_VERSION_CONDITION = re.compile(r"kernel_version\s*([<>=!~].*)")
+
+
 def condition_holds(condition: str, properties: Properties) -> bool:
-    """``name=value`` over the properties (cases' expect keys, known issues' where)."""
-    name, _, value = condition.partition("=")
+    """A condition over the properties (cases' expect keys, row facts of arches/, known
+    issues' where)."""
+    return all(_part_holds(part.strip(), properties) for part in condition.split(","))
+
+
+def _part_holds(part: str, properties: Properties) -> bool:
+    version = _VERSION_CONDITION.fullmatch(part)
+    if version:
+        if properties.kernel_version is None:
+            return False
+        from packaging.specifiers import SpecifierSet
+        return SpecifierSet(version.group(1)).contains(properties.kernel_version, prereleases=True)
+    name, _, value = part.partition("=")
     return str(properties.value(name)) == value
 
 
 def check_condition(condition: str) -> str | None:
-    """Why ``condition`` is not a valid ``name=value`` over PROPERTIES, or None."""
-    name, equals, value = condition.partition("=")
+    """Why ``condition`` is not a valid condition over PROPERTIES, or None."""
+    names = []
+    for part in (p.strip() for p in condition.split(",")):
+        problem = _check_part(part)
+        if problem:
+            return problem
+        names.append("kernel_version" if _VERSION_CONDITION.fullmatch(part) else part.partition("=")[0])
+    if len(set(names)) != len(names):
+        return f"{condition!r} names a property twice"
+    return None
+
+
+def _check_part(part: str) -> str | None:
+    version = _VERSION_CONDITION.fullmatch(part)
+    if version:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+        try:
+            SpecifierSet(version.group(1))
+        except InvalidSpecifier:
+            return f"{part!r}: kernel_version takes a PEP 440 specifier such as >=6.4"
+        return None
+    name, equals, value = part.partition("=")
     if not equals or name not in PROPERTIES:
-        return f"{condition!r} is not NAME=VALUE with NAME one of {', '.join(PROPERTIES)}"
+        return (f"{part!r} is not NAME=VALUE with NAME one of {', '.join(PROPERTIES)} (or "
+                f"kernel_version with a PEP 440 specifier)")
     allowed = PROPERTIES[name]
     if allowed is None:
-        return None if value.isdigit() else f"{condition!r}: {name} takes a whole number"
+        return None if value.isdigit() else f"{part!r}: {name} takes a whole number"
     if value not in [str(v) for v in allowed]:
-        return f"{condition!r}: {name} is one of {', '.join(map(str, allowed))}"
+        return f"{part!r}: {name} is one of {', '.join(map(str, allowed))}"
     return None

@@ -66,8 +66,8 @@ binary itself runs from $TMPDIR or /tmp, which must allow exec.
 tracer is None: a class attribute read when the cases are generated, before any
 connection (a board that cannot be reached must be a record with its error, not
 a collection failure), while whether a board has strace, and how it prints
-mmap2's offset, could only be learnt from the board. The traced rows are n.a.
-on ssh systems, with that reason.
+mmap2's offset, could only be learnt from the board. The traced rows run
+untraced on ssh systems: libc's answer is judged, its system call is not.
 """
 from __future__ import annotations
 

@@ -217,13 +217,13 @@ def test_the_rows_whose_answer_the_manual_page_leaves_open_state_both():
 def test_no_two_rows_make_the_same_request_for_the_same_clause():
     """A second row with the request and the clause of another, on every page size and unit,
     could only pass and fail with it."""
-    from mmap2conf.cases import LOAD_PAGES
+    from mmap2conf.cases import load_systems
     seen = {}
     for case in load_cases():
         if case.op != "call":
             continue
-        requests = [sorted((k, v) for k, v in case.concrete_inputs(page, unit).items() if k != "id")
-                    for page in LOAD_PAGES for unit in sorted({4096, page})]
+        requests = [sorted((k, v) for k, v in case.concrete_inputs(page, unit, facts).items() if k != "id")
+                    for page, unit, facts in load_systems()]
         key = (case.clause, repr(requests), case.libc, case.libc_version, case.trace)
         assert key not in seen, f"{case.key} repeats {seen[key]}"
         seen[key] = case.key

@@ -157,3 +157,13 @@ def test_a_libc_record_matches_the_release_the_helper_reports(tmp_path, libc, ma
 def test_a_libc_record_names_one_libc(tmp_path, old, new, message):
     with pytest.raises(KnownIssueError, match=message.replace("[", "\\[").replace("]", "\\]")):
         load(tmp_path, LIBC_RECORD.replace(old, new))
+
+
+def test_where_may_name_a_range_of_kernel_versions():
+    """KI-46: qemu-hppa's ENOMEM is a difference from Linux 6.4 and later only, the host's
+    kernel standing for the guest's under qemu-user."""
+    issues = {i.id: i for i in load_known_issues()}
+    ki = issues["KI-46"]
+    key = "errors/enomem-fixed-range-past-the-top"
+    assert ki.applies(key, "hppa", "raw", system(kernel="6.18.44+6.18.44"))
+    assert not ki.applies(key, "hppa", "raw", system(kernel="6.1.176+6.1.0.50.amd64"))

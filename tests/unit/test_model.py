@@ -2,6 +2,7 @@
 error that names the file and the key."""
 import pytest
 
+from mmap2conf import model
 from mmap2conf.model import ModelError, load_all, load_config
 
 
@@ -46,6 +47,12 @@ def test_the_ia64_like_configuration_has_page_units_and_a_non_4096_page():
     ('cc = "i686-linux-gnu-gcc"', 'cc = " "', "[flavours.raw] cc: is empty"),
     ('apt = ["gcc-i686-linux-gnu"]', 'apt = ["gcc-i686-linux-gnu", ""]', "[flavours.raw] apt: expected non-empty strings"),
     ('machine = "EM_386"', 'machine = "EM_VAX"', "[elf] machine: 'EM_VAX' is not one of"),
+    ('task_size = { value = { "kernel_bits=64" = 0xFFFFE000 }', 'task_size = { value = { "kernel_bitz=64" = 1 }',
+     "[abi.task_size] value: 'kernel_bitz=64' is not NAME=VALUE"),
+    ('task_size = { value = { "kernel_bits=64" = 0xFFFFE000 }', 'task_size = { value = { "kernel_bits=64" = true }',
+     "[abi.task_size] value: kernel_bits=64: expected"),
+    ('fixed_past_top = { value = "ENOMEM"', 'fixed_past_top = { value = { default = "EFAULT" }',
+     "[abi.fixed_past_top] value: default: 'EFAULT' is not one of"),
 ])
 def test_a_malformed_file_is_an_error_naming_file_and_key(arches_copy, edit, old, new, message):
     path = arches_copy / "i386.toml"
@@ -111,5 +118,28 @@ def test_the_new_abis_state_their_facts():
         assert not configs[control].has_mmap2 and configs[control].elf_class == 64
     for config in configs.values():
         if config.has_mmap2:
-            assert set(config.row_facts) == {"unknown_prot", "oversized_len", "fixed_past_top", "argument_passing",
-                                        "high_addresses"}
+            assert set(config.row_facts) == set(model.ROW_FACTS)
+
+
+def test_a_fact_may_depend_on_the_system_and_be_stated_for_some_systems_only():
+    """A row fact keyed by measured properties: riscv32 has addresses above 2 GiB on a
+    32-bit kernel only; arm's task_size is stated for a 64-bit kernel's 4 and 16 KiB pages,
+    not on a 32-bit kernel (a Kconfig choice), so the rows that need it are n.a. there."""
+    from mmap2conf.cases import fact_value, load_cases
+    from mmap2conf.sut import Properties
+
+    def system(bits, page=4096, version=None):
+        return Properties(page_size=page, kernel_bits=bits, kernel_release=None, kernel_version=version,
+                          machine=None, emulator="none", emulator_version=None, sources={})
+    configs = load_all()
+    assert fact_value(configs["riscv32"], "high_addresses", system(32)) is True
+    assert fact_value(configs["riscv32"], "high_addresses", system(64)) is False
+    assert fact_value(configs["arm"], "task_size", system(64, 16384)) == 0xFFFFC000
+    assert fact_value(configs["arm"], "task_size", system(64, 65536)) is None
+    assert fact_value(configs["hppa"], "fixed_past_top", system(64, version="6.3.8")) == "ENOMEM"
+    assert fact_value(configs["hppa"], "fixed_past_top", system(64, version="6.18.44+6.18.44")) == "EINVAL"
+    top = {case.key: case for case in load_cases()}["top-of-address-space/fixed-last-page"]
+    assert top.facts == ("task_size",)
+    assert top.not_for_system(configs["arm"], system(32)).startswith("n.a.: arm states no task_size")
+    assert top.not_for_system(configs["arm"], system(64)) is None
+    assert top.concrete_inputs(4096, 4096, {"task_size": 0xFFFFF000})["addr"] == 0xFFFFE000

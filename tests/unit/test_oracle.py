@@ -355,3 +355,25 @@ def test_the_manual_pages_4096_byte_unit_is_allowed_where_linuxs_is_the_page():
     issue = find_issue(ISSUES, OPEN_ON_64[0], "hexagon", "raw", system(65536))
     assert issue.id == "KI-22" and issue.not_covered(observed, names, kind) is None
     assert judged("hexagon", OPEN_ON_64[0], system(65536), answer("hexagon", "EBADF"))[2] == VIOLATES
+
+
+def test_reads_after_a_truncation_follow_the_new_size():
+    """truncate cuts the file after the call: the markers below the new size stay, and a
+    page past the one holding the new end raises SIGBUS (tests/cases/past-eof.toml)."""
+    for page in (4096, 8192, 65536):
+        result = expectation("i386" if page == 4096 else "hexagon" if page == 65536 else "or1k",
+                             "past-eof/truncated-after-mapping", page)
+        assert result.reads == [(0, 0), (page, "SIGBUS")]
+
+
+def test_a_mapping_below_the_top_must_end_at_or_below_task_size():
+    config, case = CONFIGS["i386"], CASES["top-of-address-space/hint-first-page-past-the-top"]
+    request = case.concrete_inputs(4096, 4096, {"task_size": 0xFFFFE000})
+    wanted = expect_call(config, system(4096), case, request)
+    assert wanted.success and wanted.below == 0xFFFFE000
+    answer = {"ret": 0xFFFFE000, "flag": 0, "err_name": None, "addr_arg": 0xFFFFE000,
+              "reads": [[0, 0, 0, 0]], "signal": None, "signal_at": None}
+    _, problems = judge_call(config, 4096, case, request, answer, wanted)
+    assert problems == ["the mapping 0xffffe000-0xfffff000 ends above 0xffffe000, the top of a task's address space"]
+    _, problems = judge_call(config, 4096, case, request, {**answer, "ret": 0xF7F00000}, wanted)
+    assert problems == []
