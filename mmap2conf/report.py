@@ -130,7 +130,7 @@ def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome
         verdict = column_verdict(group)
         good = ("passed" if verdict.startswith(("CONFORMANT", "conformant")) else
                 "xfailed" if verdict.startswith("NONCONFORMANT") else "failed")
-        text = f"[{index}] {column}: {verdict}"
+        text = f"[{index}] {column}: {verdict}{guest_text(group)}"
         if len(text) > width:   # the counts go to lines of their own, whole
             head, _, counts = text.partition(" (")
             parts = _wrap(head, width) + _wrap(f"    ({counts}", width)
@@ -138,6 +138,15 @@ def matrix_lines(records: list[dict], clauses: dict, markup=lambda text, outcome
             parts = [text]
         lines += [markup(part, good) for part in parts]
     return lines
+
+
+def guest_text(records: list[dict]) -> str:
+    """How a column's guest kernel started, booted or restored from its saved state (guest_state.py)."""
+    start = next((r["guest_start"] for r in records if r.get("guest_start")), None)
+    if start is None:
+        return ""
+    fallback = f", {start['fallback']}" if start.get("fallback") else ""
+    return f"; guest {start['how']} in {start['seconds']:.2f} s{fallback}"
 
 
 def known_issue_lines(records: list[dict], issues: dict, width: int | None = None) -> list[str]:

@@ -42,6 +42,18 @@ def test_the_matrix_groups_clauses_by_section():
     assert "[2] or1k@qemu-user: CONFORMANT" in text
 
 
+def test_a_guest_columns_verdict_says_how_its_guest_started():
+    booted = dict(record("i386@linux-a", "mmap2.DESCRIPTION.unit", "passed"),
+                  guest_start={"how": "booted", "seconds": 4.213, "fallback": "the saved state is corrupt"})
+    restored = dict(record("i386@linux-b", "mmap2.DESCRIPTION.unit", "passed"),
+                    guest_start={"how": "restored", "seconds": 0.127, "fallback": None})
+    text = "\n".join(matrix_lines([booted, restored, record("i386@native", "mmap2.DESCRIPTION.unit", "passed")],
+                                  CLAUSES, width=400))
+    assert "guest booted in 4.21 s, the saved state is corrupt" in text
+    assert "[2] i386@linux-b: CONFORMANT (1 passed); guest restored in 0.13 s" in text
+    assert "[3] i386@native: CONFORMANT (1 passed)\n" in text + "\n"
+
+
 def test_json_has_a_schema_and_every_record(tmp_path):
     path = tmp_path / "out" / "c.json"
     write_json([record("a", "c", "passed"), record("b", "c", "failed")], path, {"host": "h"}, "nonconformant")
