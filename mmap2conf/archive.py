@@ -18,7 +18,11 @@ version locally (``apt-cache``, no network) and returns the root it already
 unpacked. The lists are refreshed (``apt-get update``, for that suite only)
 when they do not hold the wanted package or version, when the download of the
 version they name fails (the suite moved on), or on ``refresh=True``. With a
-pinned ``version`` an existing root is returned without running apt at all.
+pinned ``version`` an existing root is returned without running apt at all, and
+so is the root of an unpinned request resolved before from the same lists: each
+resolution is remembered in ``.apt-<component>/resolved.json`` beside the lists'
+names, sizes and modification times (``apt-cache show`` parses the whole
+Packages index, about a second a call, every run otherwise).
 
 Atomic: the .deb is downloaded and unpacked (``dpkg-deb -x``) in a temporary
 directory beside the root, which is renamed into place when complete. Work on
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -318,13 +323,56 @@ class _DownloadFailed(Exception):
         self.message = message
 
 
+def _lists_signature(state: Path) -> list:
+    """The lists apt would read: its sources.list (a new mirror is written there) and the
+    lists' names, sizes and modification times."""
+    lists, sources = state / "lists", state / "sources.list"
+    files = sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in lists.iterdir()
+                   if p.is_file()) if lists.is_dir() else []
+    return [sources.read_text() if sources.is_file() else None, *files]
+
+
+def _memo_key(packages: dict[str, str | None]) -> str:
+    return json.dumps(sorted(packages.items()))
+
+
+def _remembered(state: Path, packages: dict[str, str | None]) -> dict[str, str] | None:
+    """The versions an earlier call resolved ``packages`` to, if the lists are unchanged since."""
+    try:
+        memo = json.loads((state / "resolved.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(memo, dict) or memo.get("lists") != _lists_signature(state):
+        return None
+    found = memo.get("sets", {}).get(_memo_key(packages))
+    return found if isinstance(found, dict) else None
+
+
+def _remember(state: Path, packages: dict[str, str | None], versions: dict[str, str]) -> None:
+    """Called with the lock held; written whole (rename), so a reader without the lock sees
+    the old memo or the new one."""
+    signature = _lists_signature(state)
+    try:
+        memo = json.loads((state / "resolved.json").read_text())
+    except (OSError, ValueError):
+        memo = {}
+    sets = memo.get("sets", {}) if isinstance(memo, dict) and memo.get("lists") == signature else {}
+    sets[_memo_key(packages)] = versions
+    temp = state / f"{TEMP_PREFIX}resolved.json"
+    temp.write_text(json.dumps({"lists": signature, "sets": sets}))
+    os.replace(temp, state / "resolved.json")
+
+
 def _fetch(packages: dict[str, str | None], suite: str, arch: str, component: str, refresh: bool,
            cache: Path | None, name) -> Path:
     for package in packages:
         _check(package, suite, arch, component)
     base = (cache or cache_dir()) / "archive" / suite / arch
-    if all(packages.values()):   # every version pinned: an existing root needs no apt at all
-        target = base / name(packages)
+    state = base / f".apt-{component}"
+    # Every version pinned, or resolved before from these lists: an existing root needs no apt.
+    known = dict(packages) if all(packages.values()) else None if refresh else _remembered(state, packages)
+    if known is not None:
+        target = base / name(known)
         if target.is_dir():
             return target
     with _lock(base):
@@ -332,14 +380,14 @@ def _fetch(packages: dict[str, str | None], suite: str, arch: str, component: st
             source = mirror(suite)
         except ArchiveError as error:
             raise ArchiveError(next(iter(packages)), suite, error.message) from None
-        apt = _Apt(base / f".apt-{component}", suite, arch, component, source)
+        apt = _Apt(state, suite, arch, component, source)
         for attempt in (1, 2):
             versions = _resolve(apt, packages, refresh or attempt == 2)
             target = base / name(versions)
-            if target.is_dir():
-                return target
             try:
-                _unpack(apt, versions, target, manifest=len(versions) > 1)
+                if not target.is_dir():
+                    _unpack(apt, versions, target, manifest=len(versions) > 1)
+                _remember(state, packages, versions)
                 return target
             except _DownloadFailed as failure:
                 # The lists may name a version the mirror no longer has: refresh once,

@@ -147,6 +147,20 @@ def test_fetch_unpacks_the_package_once_keyed_by_its_version(cache):
     assert pinned.stdout.strip() == str(root), pinned.stderr
 
 
+def test_a_resolution_is_remembered_until_the_lists_change(cache, monkeypatch):
+    root = fetch("hello", SUITE, cache=cache)
+
+    def no_apt(self, package, tool, *args, **kwargs):
+        raise AssertionError(f"{tool} {' '.join(args)} ran")
+
+    monkeypatch.setattr("mmap2conf.archive._Apt.run", no_apt)
+    assert fetch("hello", SUITE, cache=cache) == root   # no apt-cache: the memo named the root
+    lists = next((root.parent / ".apt-main" / "lists").glob("*_Packages*"))
+    os.utime(lists, ns=(lists.stat().st_atime_ns, lists.stat().st_mtime_ns + 1))
+    with pytest.raises(AssertionError, match="apt-cache show"):
+        fetch("hello", SUITE, cache=cache)               # other lists: resolved again
+
+
 def test_fetch_of_another_architecture_unpacks_that_architectures_binary(cache):
     root = fetch("hello", SUITE, "armhf", cache=cache)
     assert root.parent == cache / "archive" / SUITE / "armhf"
