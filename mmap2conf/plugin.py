@@ -12,6 +12,7 @@ import json
 import platform
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -228,7 +229,12 @@ def conformance_engine(request):
 
 def run_instance(instance: Instance, running: Engine, node) -> None:
     """Run one case through the engine; its record rides on the test report."""
+    started = time.perf_counter_ns()
     record = running.run(instance, node.nodeid)
+    stash = node.config.stash
+    if PREVIOUS_END in stash:   # pytest's hooks for one item in this process, the record's JSON
+        record.phases_ms["between"] = round((started - stash[PREVIOUS_END]) / 1e6, 3)
+    stash[PREVIOUS_END] = time.perf_counter_ns()
     node.user_properties.append((RECORD, record.to_json()))
     outcome = record.outcome
     if outcome is Outcome.PASSED:
@@ -236,8 +242,13 @@ def run_instance(instance: Instance, running: Engine, node) -> None:
     if outcome in (Outcome.NA, Outcome.SKIPPED):
         pytest.skip(record.reason)
     if outcome is Outcome.XFAILED:
-        pytest.xfail(record.reason)
+        # pytest.xfail() as it raises it, but without a traceback, as pytest.fail(pytrace=False):
+        # the record says why, and a traceback costs pytest about 10 ms (it parses each frame's file).
+        raise pytest.xfail.Exception(record.reason, pytrace=False)
     pytest.fail(f"{outcome.value}: {record.reason}", pytrace=False)
+
+
+PREVIOUS_END = pytest.StashKey[int]()   # perf_counter_ns when the latest case's Engine.run returned
 
 
 JUNIT_PROPERTIES = ("config", "flavour", "runner", "runner_version", "case", "clause", "known_issue",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from .model import ARCHES_DIR, Config, Fact, ModelError
@@ -44,6 +44,11 @@ class Properties:
         return getattr(self, name)
 
     def as_dict(self) -> dict:
+        """One dict, made once (every record of a session carries it): never change it."""
+        return self._dict
+
+    @cached_property
+    def _dict(self) -> dict:
         return asdict(self)
 
 
