@@ -44,8 +44,9 @@ unit: bootstrap
 faults: bootstrap
 	$(PY) -m pytest tests/faults -p no:cacheprovider -q
 
+# Both runs of the benchmark take ARGS (pytest arguments, e.g. ARGS="--arch i386").
 bench: bootstrap
-	$(PY) bench/bench_matrix.py
+	JOBS=$(JOBS) $(PY) bench/bench_matrix.py $(ARGS)
 
 clean:
 	rm -rf $(REPORTS) .cache

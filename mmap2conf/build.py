@@ -140,22 +140,27 @@ def _sources_digest() -> str:
 
 
 _FAILED: dict[tuple, BuildError] = {}
+_BUILT: dict[tuple, Path] = {}
 
 
 def helper_path(config: Config, flavour: str) -> Path:
     """Build (or reuse) the verified helper binary for ``config`` and ``flavour``. A build
-    that failed fails again at once for the rest of the run (every session asks)."""
+    that failed fails again at once for the rest of the run, and one found or made is
+    not looked for again (every session asks; its key hashes the sources and the libc build)."""
     if flavour not in config.flavours:
         raise ModelError(f"{config.path}: no [flavours.{flavour}]")
     spec = config.flavours[flavour]
     memo = (config.name, flavour, spec.build)
     if memo in _FAILED:
         raise _FAILED[memo]
+    if memo in _BUILT and _BUILT[memo].exists():
+        return _BUILT[memo]
     try:
-        return _helper_path(config, flavour, spec)
+        _BUILT[memo] = _helper_path(config, flavour, spec)
     except BuildError as exc:
         _FAILED[memo] = exc
         raise
+    return _BUILT[memo]
 
 
 def _helper_path(config: Config, flavour: str, spec) -> Path:
