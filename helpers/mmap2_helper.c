@@ -787,12 +787,39 @@ static void frag_flush(void)
 
 static char path[4096];
 static int named;	/* open, truncate: the file keeps its name until the call */
+static int setup_failed;	/* make_fd: the fragment of a setup_failure is out */
 
-static void setup_error(const char *what, long err)
+/* The descriptors make_fd opened in the helper for the next case: the child
+ * inherits them, and the helper closes its copies once the child is forked. */
+static long case_fds[4];
+static int ncase_fds;
+
+static long keep_fd(long fd)
+{
+	if (fd >= 0)
+		case_fds[ncase_fds++] = fd;
+	return fd;
+}
+
+static void close_case_fd(long fd)
+{
+	int i;
+	sys(__NR_close, fd, 0, 0, 0, 0);
+	for (i = 0; i < ncase_fds; i++)
+		if (case_fds[i] == fd)
+			case_fds[i] = case_fds[--ncase_fds];
+}
+
+/* A setup that failed: the fragment is sent in place of the call's answer.
+ * make_fd runs in the helper and returns after it; setup_error ends the case
+ * (the child, or the helper for a case in process). */
+static int setup_failure(const char *what, long err)
 {
 	const char *en = errno_name(-err);
 	if (named)
 		sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
+	named = 0;
+	setup_failed = 1;
 	frag.len = 0;
 	puts_(&frag, "\"setup_error\":\"");
 	puts_(&frag, what);
@@ -805,6 +832,12 @@ static void setup_error(const char *what, long err)
 	}
 	puts_(&frag, "\"");
 	frag_flush();
+	return -1;
+}
+
+static void setup_error(const char *what, long err)
+{
+	setup_failure(what, err);
 	/* Never returns, in process too: the case cannot go on (the harness
 	 * sees the helper end and starts another). */
 	sys_exit(0);
@@ -813,8 +846,9 @@ static void setup_error(const char *what, long err)
 static unsigned int last_block[BLOCK / 4];	/* extend: what it writes */
 
 /* Writes the markers of the first cs.blocks blocks and sets the size to
- * cs.blocks blocks, through wfd (open for writing, the file empty). */
-static void fill_file(long wfd)
+ * cs.blocks blocks, through wfd (open for writing, the file empty); -1 after
+ * a setup_failure. */
+static int fill_file(long wfd)
 {
 	unsigned int m[3];
 	u64 i, n;
@@ -828,15 +862,15 @@ static void fill_file(long wfd)
 		if (blk >= cs.blocks) {
 			if (cs.truncated)	/* cut off by truncate */
 				continue;
-			setup_error("marker beyond file_blocks", 0);
+			return setup_failure("marker beyond file_blocks", 0);
 		}
 		m[0] = MARKER;
 		m[1] = (unsigned int)blk;
 		m[2] = (unsigned int)(blk >> 32);
 		if ((r = seek_to(wfd, blk * BLOCK)) < 0)
-			setup_error("seek", r);
+			return setup_failure("seek", r);
 		if ((r = sys(__NR_write, wfd, (ulong)m, 12, 0, 0)) != 12)
-			setup_error("write marker", r < 0 ? r : 0);
+			return setup_failure("write marker", r < 0 ? r : 0);
 		if (blk == cs.blocks - 1)
 			for (k = 0; k < 3; k++)
 				last_block[k] = m[k];
@@ -847,17 +881,18 @@ static void fill_file(long wfd)
 	 * meet the EFBIG of a file that would outgrow it. */
 	if (cs.call == C_extend) {
 		if ((r = seek_to(wfd, (cs.blocks - 1) * BLOCK)) < 0)
-			setup_error("seek", r);
-		return;
+			return setup_failure("seek", r);
+		return 0;
 	}
 	/* The size: one byte at the end; every block in between stays a hole. */
 	if (cs.blocks) {
 		if ((r = seek_to(wfd, cs.blocks * BLOCK - 1)) < 0)
-			setup_error("seek", r);
+			return setup_failure("seek", r);
 		m[0] = 0;
 		if ((r = sys(__NR_write, wfd, (ulong)m, 1, 0, 0)) != 1)
-			setup_error("write end", r < 0 ? r : 0);
+			return setup_failure("write end", r < 0 ? r : 0);
 	}
+	return 0;
 }
 
 /* truncate: after the call, the still-named file is opened again with
@@ -872,7 +907,8 @@ static void truncate_file(void)
 		setup_error("truncate: open O_TRUNC", wfd);
 	cs.blocks = cs.truncate_to;
 	cs.truncated = 1;
-	fill_file(wfd);
+	if (fill_file(wfd) < 0)
+		sys_exit(0);	/* setup_error's end */
 	sys(__NR_close, wfd, 0, 0, 0, 0);
 }
 
@@ -881,12 +917,14 @@ static void truncate_file(void)
  * the case's open flags (say RDONLY, or no LARGEFILE) do not limit the setup.
  * The file calls differ: extend gets that descriptor back, at the start of
  * the last block, for the write that sets the size; open gets no descriptor,
- * and the file keeps its name until the call under test has opened it again. */
+ * and the file keeps its name until the call under test has opened it again.
+ * Made in the helper, before the fork (do_call). */
 static int make_file(void)
 {
 	struct buf b = { path, 0, sizeof path - 1 };
 	long wfd, fd;
 
+	last_block[0] = last_block[1] = last_block[2] = 0;	/* a case's own */
 	puts_(&b, dir);
 	puts_(&b, "/mmap2-helper.");
 	put_u64(&b, (ulong)sys(__NR_getpid, 0, 0, 0, 0, 0));
@@ -894,28 +932,29 @@ static int make_file(void)
 	put_u64(&b, cs.seq);
 	path[b.len] = 0;
 	if (b.len >= b.cap)
-		setup_error("file name too long", 0);
+		return setup_failure("file name too long", 0);
 	if (cs.blocks > 1ULL << 50)
-		setup_error("file_blocks too large", 0);
+		return setup_failure("file_blocks too large", 0);
 	if (cs.call == C_extend && !cs.blocks)
-		setup_error("extend needs file_blocks of 1 or more", 0);
+		return setup_failure("extend needs file_blocks of 1 or more", 0);
 
-	wfd = sys(__NR_openat, AT_FDCWD, (ulong)path,
-		  O_RDWR | O_CREAT | O_EXCL | O_LARGEFILE, 0600, 0);
+	wfd = keep_fd(sys(__NR_openat, AT_FDCWD, (ulong)path,
+			  O_RDWR | O_CREAT | O_EXCL | O_LARGEFILE, 0600, 0));
 	if (wfd < 0)
-		setup_error("create file", wfd);
+		return setup_failure("create file", wfd);
 	named = cs.call == C_open || cs.truncate;
 	fd = wfd;
 	if (!(FILE_CALLS & 1 << cs.call))
-		fd = sys(__NR_openat, AT_FDCWD, (ulong)path, cs.open_flags, 0, 0);
+		fd = keep_fd(sys(__NR_openat, AT_FDCWD, (ulong)path, cs.open_flags, 0, 0));
 	if (!named)
 		sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
 	if (fd < 0)
-		setup_error("open file", fd);
-	fill_file(wfd);
+		return setup_failure("open file", fd);
+	if (fill_file(wfd) < 0)
+		return -1;
 	if (cs.call == C_extend)
 		return wfd;
-	sys(__NR_close, wfd, 0, 0, 0, 0);
+	close_case_fd(wfd);
 	return cs.call == C_open ? -1 : fd;
 }
 
@@ -929,36 +968,37 @@ static int make_fd(void)
 	case FD_closed:
 		fd = sys(__NR_openat, AT_FDCWD, (ulong)dir, O_RDONLY | O_DIRECTORY, 0, 0);
 		if (fd < 0)
-			setup_error("open dir", fd);
+			return setup_failure("open dir", fd);
 		sys(__NR_close, fd, 0, 0, 0, 0);
 		return fd;
 	case FD_bad:
 		return BAD_FD;
 	case FD_devzero:
-		fd = sys(__NR_openat, AT_FDCWD, (ulong)"/dev/zero", cs.open_flags, 0, 0);
+		fd = keep_fd(sys(__NR_openat, AT_FDCWD, (ulong)"/dev/zero", cs.open_flags, 0, 0));
 		if (fd < 0)
-			setup_error("open /dev/zero", fd);
+			return setup_failure("open /dev/zero", fd);
 		return fd;
 	case FD_pipe:
 		if ((fd = sys(__NR_pipe2, (ulong)p, 0, 0, 0, 0)) < 0)
-			setup_error("pipe2", fd);
-		return p[0];	/* the write end stays open too */
+			return setup_failure("pipe2", fd);
+		keep_fd(p[1]);	/* the write end stays open too */
+		return keep_fd(p[0]);
 	case FD_dir:
-		fd = sys(__NR_openat, AT_FDCWD, (ulong)dir, O_RDONLY | O_DIRECTORY, 0, 0);
+		fd = keep_fd(sys(__NR_openat, AT_FDCWD, (ulong)dir, O_RDONLY | O_DIRECTORY, 0, 0));
 		if (fd < 0)
-			setup_error("open dir", fd);
+			return setup_failure("open dir", fd);
 		return fd;
 	case FD_memfd_sealed:
 		/* One block, its marker at the start, then F_SEAL_WRITE. */
-		fd = sys(__NR_memfd_create, (ulong)"mmap2-helper", MFD_ALLOW_SEALING, 0, 0, 0);
+		fd = keep_fd(sys(__NR_memfd_create, (ulong)"mmap2-helper", MFD_ALLOW_SEALING, 0, 0, 0));
 		if (fd < 0)
-			setup_error("memfd_create", fd);
+			return setup_failure("memfd_create", fd);
 		last_block[0] = MARKER;
 		last_block[1] = last_block[2] = 0;
 		if ((r = sys(__NR_write, fd, (ulong)last_block, BLOCK, 0, 0)) != (long)BLOCK)
-			setup_error("write memfd", r < 0 ? r : 0);
+			return setup_failure("write memfd", r < 0 ? r : 0);
 		if ((r = sys(NR_FCNTL, fd, F_ADD_SEALS, F_SEAL_WRITE, 0, 0)) < 0)
-			setup_error("fcntl F_ADD_SEALS F_SEAL_WRITE", r);
+			return setup_failure("fcntl F_ADD_SEALS F_SEAL_WRITE", r);
 		return fd;
 	}
 	return -1;
@@ -1029,6 +1069,8 @@ static void write_and_read_back(ulong map, int fd)
 	putch(&frag, ']');
 }
 
+static int case_fd;	/* what make_fd made for the case */
+
 static void run_case(void)
 {
 	static const u64 no_core[2] = { 0, 0 };
@@ -1043,7 +1085,7 @@ static void run_case(void)
 	/* A case that dies must not leave a core (qemu writes its own). */
 	sys(__NR_prlimit64, 0, RLIMIT_CORE, (ulong)no_core, 0, 0);
 
-	fd = make_fd();
+	fd = case_fd;
 	/* The file calls: their raw result is the whole answer. */
 	if (FILE_CALLS & 1 << cs.call) {
 		if (cs.call == C_extend)
@@ -1172,32 +1214,46 @@ static void do_call(const char *id)
 {
 	struct buf cb = { child_mem, 0, OUT_CAP };
 	int p[2], status = 0, sig, code;
-	long pid, r;
+	long pid = 0, r;
 	const char *reads, *q;
 	int opened = 0, closed = 0;
 
 	puts_(&out, "{\"id\":");
 	put_jstr(&out, id);
-	if ((r = sys(__NR_pipe2, (ulong)p, 0, 0, 0, 0)) < 0 ||
-	    (pid = cs.in_process ? 0 : sys(__NR_clone, SIGCHLD, 0, 0, 0, 0)) < 0) {
-		puts_(&out, ",\"setup_error\":\"");
-		puts_(&out, r < 0 ? "pipe2" : "clone");
-		puts_(&out, "\",\"signal\":null,\"signal_at\":null}");
-		if (r >= 0) {
-			sys(__NR_close, p[0], 0, 0, 0, 0);
-			sys(__NR_close, p[1], 0, 0, 0, 0);
-		}
+	if ((r = sys(__NR_pipe2, (ulong)p, 0, 0, 0, 0)) < 0) {
+		puts_(&out, ",\"setup_error\":\"pipe2\",\"signal\":null,\"signal_at\":null}");
 		send();
 		return;
 	}
-	if (pid == 0 && !cs.in_process) {
-		sys(__NR_close, p[0], 0, 0, 0, 0);
-		frag_fd = p[1];
-		run_case();
+	/* The case's file and descriptor are made here, before the fork: a
+	 * forked child under qemu-user translates anew every instruction that
+	 * the helper itself has not run (the file's setup cost 0.7 ms a case
+	 * there). The child inherits the descriptors; a failure sends its
+	 * fragment through the pipe, as the child's would. */
+	frag_fd = p[1];
+	named = setup_failed = ncase_fds = 0;
+	case_fd = make_fd();
+	if (setup_failed && cs.in_process)
+		sys_exit(0);	/* a case in process ends the helper (setup_error) */
+	if (!setup_failed) {
+		if (cs.in_process)	/* its few fragments fit in the pipe's buffer */
+			run_case();
+		else if ((pid = sys(__NR_clone, SIGCHLD, 0, 0, 0, 0)) == 0) {
+			sys(__NR_close, p[0], 0, 0, 0, 0);
+			run_case();
+		}
 	}
-	if (cs.in_process) {	/* its few fragments fit in the pipe's buffer */
-		frag_fd = p[1];
-		run_case();
+	if (!cs.in_process)	/* a case in process keeps them, as it keeps its mapping */
+		while (ncase_fds)
+			close_case_fd(case_fds[0]);
+	if (pid < 0) {
+		puts_(&out, ",\"setup_error\":\"clone\",\"signal\":null,\"signal_at\":null}");
+		sys(__NR_close, p[0], 0, 0, 0, 0);
+		sys(__NR_close, p[1], 0, 0, 0, 0);
+		if (named)
+			sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
+		send();
+		return;
 	}
 	sys(__NR_close, p[1], 0, 0, 0, 0);
 	for (;;) {
@@ -1212,8 +1268,10 @@ static void do_call(const char *id)
 			putch(&cb, tmp[i]);
 	}
 	sys(__NR_close, p[0], 0, 0, 0, 0);
-	while (!cs.in_process && (r = wait_child(pid, &status)) == -EINTR)
+	while (pid > 0 && (r = wait_child(pid, &status)) == -EINTR)
 		;
+	if (named)	/* open, truncate: the child unlinks it after the call, unless it died first */
+		sys(__NR_unlinkat, AT_FDCWD, (ulong)path, 0, 0, 0);
 
 	if (cb.len) {
 		putch(&out, ',');
