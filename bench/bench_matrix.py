@@ -151,13 +151,11 @@ def describe_guests(records: list[dict]) -> list[tuple[str, bool | None]]:
         boots = [s["seconds"] for s in starts if s["how"] == "booted"]
         restores = [s["seconds"] for s in starts if s["how"] == "restored"]
         fallbacks = sorted({s["fallback"] for s in starts if s.get("fallback")})
-        boot, restore = (statistics.median(boots) if boots else None), (
-            statistics.median(restores) if restores else None)
-        print(f"  {kernel}: {len(boots)} booted (median {boot:.2f} s)" if boot is not None
-              else f"  {kernel}: 0 booted", end="")
-        print(f", {len(restores)} restored (median {restore:.2f} s)" if restore is not None else ", 0 restored",
-              end="")
-        print(f"; fell back to a boot: {'; '.join(fallbacks)}" if fallbacks else "")
+        boot = statistics.median(boots) if boots else None
+        restore = statistics.median(restores) if restores else None
+        line = f"  {kernel}: {len(boots)} booted" + (f" (median {boot:.2f} s)" if boots else "")
+        line += f", {len(restores)} restored" + (f" (median {restore:.2f} s)" if restores else "")
+        print(line + (f"; fell back to a boot: {'; '.join(fallbacks)}" if fallbacks else ""))
         met = None if restore is None or boot is None else (
             restore < WARM_SESSION_SECONDS and boot >= RESTORE_SPEEDUP * restore)
         targets.append((kernel, met))

@@ -383,7 +383,7 @@ class Engine:
             record.reason = session + (" (asked for by name)" if by_name else " (the system is broken)" if broken
                                        else " (--require-all)" if self.suite.require_all else "")
             return
-        record.properties = session.properties.as_dict()   # one dict per session
+        record.properties = session.properties.as_dict()
         try:
             # A row for some releases of a libc (the release is the helper's own answer), or
             # one that needs a row fact arches/ states for some systems only.
