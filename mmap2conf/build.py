@@ -171,6 +171,10 @@ def _helper_path(config: Config, flavour: str, spec) -> Path:
     ).encode()).hexdigest()[:16]
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     target = CACHE_DIR / f"{config.name}-{flavour}-{key}"
+    if target.exists():
+        # Complete (a build renames it into place): no need to wait for the lock, which
+        # another build of this configuration and flavour, from other sources, may hold.
+        return target
     with open(CACHE_DIR / f".{config.name}-{flavour}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         remove_partials(config.name, flavour)
