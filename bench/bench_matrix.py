@@ -126,12 +126,17 @@ def describe_run(title: str, wall: float, records: list[dict], jobs: str) -> Non
 
 
 def guest_starts(records: list[dict]) -> dict[str, list[dict]]:
-    """Each guest started, once (its helper process), by kernel (the system's name)."""
+    """Each guest started, once, by kernel (the system's name). The helpers one guest serves
+    have helper_process values of their own ("pid:label:starts"), but the same process id,
+    kernel and count of the guest's starts."""
     seen, by_kernel = set(), defaultdict(list)
     for record in records:
-        start = record.get("guest_start")
-        if start and record.get("helper_process") and record["helper_process"] not in seen:
-            seen.add(record["helper_process"])
+        start, process = record.get("guest_start"), record.get("helper_process")
+        if not (start and process):
+            continue
+        key = (process.split(":", 1)[0], record["system"], process.rsplit(":", 1)[1])
+        if key not in seen:
+            seen.add(key)
             by_kernel[record["system"]].append(start)
     return by_kernel
 
