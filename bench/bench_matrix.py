@@ -7,7 +7,9 @@ One call prints the whole story (issue 14):
   1. the default matrix, timed (every runner kind of the default selection);
   2. qemu-user and native alone (the same PYTEST-ARGS plus --runner qemu-user,native);
   3. the guests of run 1: started, booted or restored (each record's optional
-     guest_start field), the median cold boot and restore per kernel;
+     guest_start field), the median restore per kernel and the median cold boot
+     (run 1's boots, and a third run of each kernel's self-checks alone with
+     saved guest states off, so that a warm run has a boot to compare with);
   4. helper processes started, and one bare start of `qemu-i386 helper` (median);
   5. per case in run 2: end to end (wall / cases run) against a bare start; the
      helper exchange against the harness's own time, split by the records'
@@ -39,6 +41,8 @@ from mmap2conf.runners.qemu_user import QemuUser  # noqa: E402
 BARE_RUNS = 30
 HELPER_RUNS = 100
 QEMU_USER_NATIVE = ["--runner", "qemu-user,native"]
+COLD_BOOTS = ["-k", "self-checks and linux"]   # each kernel's guest, booted, for a few cases
+COLD_ENVIRONMENT = {"MMAP2CONF_GUEST_STATES": "off"}
 # The issue's targets.
 FULL_MATRIX_SECONDS = 30
 WARM_SESSION_SECONDS = 1
@@ -54,14 +58,15 @@ HELPER_REQUESTS = {
 }
 
 
-def run_matrix(args: list[str], jobs: str) -> tuple[float, list[dict]]:
+def run_matrix(args: list[str], jobs: str, environment: dict | None = None) -> tuple[float, list[dict]]:
     """Wall time (pytest start-up included) and the records of one pytest run."""
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "bench.json"
         command = [sys.executable, "-m", "pytest", "tests/test_conformance.py", "-q", "-p", "no:cacheprovider",
                    "-n", jobs, "--conformance-json", str(report), *args]
         start = time.perf_counter()
-        subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL, timeout=3600)
+        subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL, timeout=3600,
+                       env={**os.environ, **(environment or {})})
         wall = time.perf_counter() - start
         if not report.exists():
             sys.exit(f"bench: {' '.join(command)} wrote no records")
@@ -141,9 +146,11 @@ def guest_starts(records: list[dict]) -> dict[str, list[dict]]:
     return by_kernel
 
 
-def describe_guests(records: list[dict]) -> list[tuple[str, bool | None]]:
-    """Prints the guests; returns the warm-session target per kernel."""
+def describe_guests(records: list[dict], cold: list[dict]) -> list[tuple[str, bool | None, str]]:
+    """Prints the guests of ``records`` and the boots of ``cold``; returns the warm-session
+    target per kernel, with its numbers."""
     kernels = guest_starts(records)
+    cold_boots = guest_starts(cold)
     kernel_records = [r for r in records if r["runner"] == "linux" and r.get("helper_process")]
     if not kernels:
         print("guests: " + ("no guest_start in records" if kernel_records else "no kernel guest ran"))
@@ -153,17 +160,19 @@ def describe_guests(records: list[dict]) -> list[tuple[str, bool | None]]:
     booted = sum(1 for starts in kernels.values() for s in starts if s["how"] == "booted")
     print(f"guests started: {total} ({booted} booted, {total - booted} restored)")
     for kernel, starts in sorted(kernels.items()):
-        boots = [s["seconds"] for s in starts if s["how"] == "booted"]
+        boots = [s["seconds"] for s in starts + cold_boots.get(kernel, []) if s["how"] == "booted"]
         restores = [s["seconds"] for s in starts if s["how"] == "restored"]
         fallbacks = sorted({s["fallback"] for s in starts if s.get("fallback")})
         boot = statistics.median(boots) if boots else None
         restore = statistics.median(restores) if restores else None
-        line = f"  {kernel}: {len(boots)} booted" + (f" (median {boot:.2f} s)" if boots else "")
+        line = f"  {kernel}: {len(boots)} booted, the cold-boot run's included" + (
+            f" (median {boot:.2f} s)" if boots else "")
         line += f", {len(restores)} restored" + (f" (median {restore:.2f} s)" if restores else "")
         print(line + (f"; fell back to a boot: {'; '.join(fallbacks)}" if fallbacks else ""))
         met = None if restore is None or boot is None else (
             restore < WARM_SESSION_SECONDS and boot >= RESTORE_SPEEDUP * restore)
-        targets.append((kernel, met))
+        numbers = "" if met is None else f"{restore:.2f} s restored, {boot:.2f} s booted: {boot / restore:.1f}x"
+        targets.append((kernel, met, numbers))
     return targets
 
 
@@ -203,13 +212,15 @@ def main() -> None:
     args = sys.argv[1:]
     full_wall, full = run_matrix(args, jobs)
     fast_wall, fast = run_matrix([*args, *QEMU_USER_NATIVE], jobs)
+    kernels = any(r["runner"] == "linux" and r.get("helper_process") for r in full)
+    cold = run_matrix([*args, *COLD_BOOTS], jobs, COLD_ENVIRONMENT)[1] if kernels else []
     bare = bare_start_seconds()
     inside = helper_costs()
     narrowed = f"; narrowed by {' '.join(args)}: not the full matrix" if args else ""
 
     describe_run(f"default matrix{f' ({narrowed[2:]})' if args else ''}", full_wall, full, jobs)
     describe_run("qemu-user + native", fast_wall, fast, jobs)
-    warm = describe_guests(full)
+    warm = describe_guests(full, cold)
     print(f"bare qemu-i386 helper start: {ms(bare)} (median of {BARE_RUNS})")
     print("qemu-user + native:")
     bare_starts = describe_per_case(fast_wall, fast, bare, jobs)
@@ -223,9 +234,9 @@ def main() -> None:
     if not warm:
         print(f"  warm kernel session under {WARM_SESSION_SECONDS} s and {RESTORE_SPEEDUP}x faster than a boot: "
               "not measured (no guest_start in records)")
-    for kernel, met in warm:
+    for kernel, met, numbers in warm:
         print(f"  warm {kernel} session under {WARM_SESSION_SECONDS} s and {RESTORE_SPEEDUP}x faster than its boot: "
-              f"{verdict(met)}" + (" (needs a boot and a restore in this run)" if met is None else ""))
+              f"{verdict(met)} ({numbers or 'needs a boot and a restore in this run'})")
     print(f"  qemu-user + native per case at most {PER_CASE_BARE_STARTS} bare starts: "
           f"{verdict(bare_starts <= PER_CASE_BARE_STARTS)} ({bare_starts:.2f})")
 
