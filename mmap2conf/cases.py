@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import tomlcheck
-from .model import ADDRESS_FACTS, HELPERS_DIR, LIBCS, REPO, ROW_FACTS
+from .model import ADDRESS_FACTS, HELPERS_DIR, LIBCS, REPO, ROW_FACTS, expression_names
 from .report import SECTIONS
 from .tomlcheck import STR, Field
 
@@ -221,9 +221,13 @@ class Case:
         needs, or None: arches/ states no such fact for it, or its requirement is unmet."""
         name, _, wanted = (self.requires or "").partition("=")
         system = f"kernel_bits {properties.kernel_bits}, page {properties.page_size}"
+        from .sut import KernelConfigUnknown
         for needed in sorted({*self.facts, *([name] if name and name != "mmap2" else [])}):
             fact = config.requirement(needed)
-            value = fact_value(config, needed, properties)
+            try:
+                value = fact_value(config, needed, properties)
+            except KernelConfigUnknown as exc:
+                return f"n.a.: {exc}; {config.name}'s {needed} depends on it here ({system}): {fact.source}"
             if value is None:
                 return f"n.a.: {config.name} states no {needed} for this system ({system}): {fact.source}"
             if needed == name and str(value).lower() != wanted.lower():
@@ -286,23 +290,19 @@ def choose(table, properties, where: str) -> tuple[bool, object]:
 
 def fact_value(config, name: str, properties):
     """Row fact ``name`` of arches/ on a system with these properties, or None where the
-    configuration states none for it (an address fact is evaluated for its page)."""
+    configuration states none for it (an address fact is evaluated for its page and the
+    kernel's configuration options). sut.KernelConfigUnknown where it depends on options
+    the kernel's configuration, as read, does not give."""
     fact = config.requirement(name)
     if fact is None:
         return None
-    found, value = choose(fact.value, properties, f"{config.path.name}: {name}")
+    where = f"{config.path.name}: {name}"
+    found, value = choose(fact.value, properties, where)
     if found and name in ADDRESS_FACTS:
-        value = evaluate(value, {"page": properties.page_size}, f"{config.path.name}: {name}")
+        options = {option: properties.kernel_option(option, where)
+                   for option in expression_names(value) if option != "page"}
+        value = evaluate(value, {"page": properties.page_size, **options}, where)
     return value if found else None
-
-
-def _names_in(value) -> set[str]:
-    if not isinstance(value, str):
-        return set()
-    try:
-        return {node.id for node in ast.walk(ast.parse(value, mode="eval")) if isinstance(node, ast.Name)}
-    except SyntaxError:
-        return set()   # evaluate() reports it
 
 
 def _pow(base: int, exponent: int) -> int:
@@ -592,7 +592,7 @@ def load_table(path: Path, clauses: dict) -> list[Case]:
         expects = row["expect"].values() if isinstance(row["expect"], dict) else [row["expect"]]
         facts = {e[5:] for e in expects if e.startswith("fact:")} | {
             n for v in inputs.values() for item in (v if isinstance(v, list) else [v])
-            for n in _names_in(item) if n in ADDRESS_FACTS}
+            for n in expression_names(item) if n in ADDRESS_FACTS}
         cases.append(Case(table=path.stem, id=row["id"], path=path, line=line, clause=row["clause"],
                           op=row.get("op", "call"), call=row.get("call"), check=row.get("check"),
                           expect=row["expect"], source=row["source"], inputs=inputs,

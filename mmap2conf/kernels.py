@@ -102,15 +102,25 @@ def initramfs_for(helper: Path, helpers: tuple[Path, ...] = ()) -> Path:
     return path
 
 
-def find_kernel(root: Path, pattern: str, what: str) -> Path:
-    """The one kernel file that ``pattern`` (a glob) names under ``root``."""
+def find_kernel(root: Path, pattern: str, what: str, kind: str = "kernel file") -> Path:
+    """The one ``kind`` (a kernel file, its configuration) that ``pattern`` (a glob) names
+    under ``root``."""
     found = sorted(p for p in root.glob(pattern) if p.is_file())
     if not found:
-        raise KernelError(f"no kernel file {root / pattern} ({what})")
+        raise KernelError(f"no {kind} {root / pattern} ({what})")
     if len(found) > 1:
-        raise KernelError(f"{root / pattern} matches several kernel files: "
-                          f"{', '.join(str(p) for p in found)}")
+        raise KernelError(f"{root / pattern} matches several: {', '.join(str(p) for p in found)}")
     return found[0]
+
+
+def package_release(root: Path) -> str | None:
+    """The release (uname -r) an unpacked kernel package is for: its one lib/modules/<release>,
+    or usr/lib/modules/<release> (merged /usr: Debian 13) (Debian's linux-headers and
+    linux-image packages both have it; kbuild's /lib/modules/$(uname -r)/build); None where
+    it has not exactly one."""
+    found = [p.name for modules in ("lib/modules", "usr/lib/modules") for p in (root / modules).glob("*")
+             if p.is_dir()]
+    return found[0] if len(found) == 1 else None
 
 
 def image_kind(image: bytes) -> str:
@@ -159,26 +169,30 @@ def banner_release(banner: bytes) -> str:
     return banner.split()[2].decode(errors="replace")
 
 
-def image_banner(image: bytes) -> bytes:
-    """The ``Linux version`` banner of a kernel image: in the clear, or inside the first
-    xz or gzip stream that holds one (bzImage, zImage and MIPS vmlinuz all compress it)."""
-    match = _BANNER.search(image)
-    if match:
-        return match.group()
+def _unpacked(image: bytes):
+    """The image itself, then what each xz or gzip stream in it unpacks to (bzImage, zImage
+    and MIPS vmlinuz all compress the kernel)."""
+    yield image
     for magic, kind in _STREAMS:
         start = image.find(magic)
         while start >= 0:
             try:
                 if kind == "xz":
-                    unpacked = lzma.LZMADecompressor().decompress(image[start:], _MAX_UNPACKED)
+                    yield lzma.LZMADecompressor().decompress(image[start:], _MAX_UNPACKED)
                 else:
-                    unpacked = zlib.decompressobj(31).decompress(image[start:], _MAX_UNPACKED)
+                    yield zlib.decompressobj(31).decompress(image[start:], _MAX_UNPACKED)
             except (lzma.LZMAError, zlib.error):
-                unpacked = b""
-            match = _BANNER.search(unpacked)
-            if match:
-                return match.group()
+                pass
             start = image.find(magic, start + 1)
+
+
+def image_banner(image: bytes) -> bytes:
+    """The ``Linux version`` banner of a kernel image: in the clear, or inside the first
+    xz or gzip stream that holds one."""
+    for unpacked in _unpacked(image):
+        match = _BANNER.search(unpacked)
+        if match:
+            return match.group()
     banner = _boot_header_banner(image)
     if banner:
         return banner
@@ -197,6 +211,59 @@ def _boot_header_banner(image: bytes) -> bytes | None:
     if start == 0x200 or end < 0:
         return None
     return b"Linux version " + image[start:end]
+
+
+# CONFIG_IKCONFIG: kernel/configs.c embeds the gzip'd .config after this marker (and
+# "IKCFG_ED" after it), which scripts/extract-ikconfig looks for.
+IKCONFIG_START = b"IKCFG_ST"
+
+
+def embedded_config(image: bytes) -> str | None:
+    """The configuration a kernel built with CONFIG_IKCONFIG carries (as
+    scripts/extract-ikconfig finds it: the marker, then a gzip stream), in the image
+    or in an xz or gzip stream of it; None where it has none. Images compressed with
+    bzip2, lzma (not xz), lzo, lz4 or zstd are not unpacked: their configuration is
+    found only where it is in the clear (an uncompressed vmlinux or Image)."""
+    for unpacked in _unpacked(image):
+        start = unpacked.find(IKCONFIG_START)
+        while start >= 0:
+            try:
+                return zlib.decompressobj(31).decompress(unpacked[start + len(IKCONFIG_START):],
+                                                         _MAX_UNPACKED).decode(errors="replace")
+            except zlib.error:
+                start = unpacked.find(IKCONFIG_START, start + 1)
+    return None
+
+
+def image_config(kernel: Path) -> str | None:
+    """embedded_config of a kernel file, cached by its content (unpacking an image takes
+    about half a second)."""
+    image = kernel.read_bytes()
+    path = _cache_dir() / "kernels" / f"{hashlib.sha256(image).hexdigest()[:16]}.config.json"
+    if path.exists():
+        return json.loads(path.read_text())["config"]
+    config = embedded_config(image)
+    _publish(path, json.dumps({"config": config}).encode())
+    return config
+
+
+_OPTION = re.compile(r"(CONFIG_[A-Za-z0-9_]+)=(.*)")
+_NOT_SET = re.compile(r"# (CONFIG_[A-Za-z0-9_]+) is not set")
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """A kernel .config as option -> value as written (y, m, 0xC0000000, a quoted string);
+    "# CONFIG_X is not set" is n, as Kconfig reads it."""
+    options = {}
+    for line in text.splitlines():
+        match = _OPTION.fullmatch(line.strip())
+        if match:
+            options[match.group(1)] = match.group(2)
+            continue
+        match = _NOT_SET.fullmatch(line.strip())
+        if match:
+            options[match.group(1)] = "n"
+    return options
 
 
 def kernel_identity(kernel: Path) -> dict:

@@ -30,6 +30,9 @@ class KernelPackage:
     arch: str          # the architecture index it is looked up in: the host's (amd64) for an
                        # Architecture: all package, which every index lists
     path: str          # a glob inside the unpacked package
+    # The package that ships the build's .config (Debian: linux-headers-<release>), as
+    # the same four fields; None: only an embedded configuration (CONFIG_IKCONFIG) is read.
+    config: "KernelPackage | None" = None
 
 
 @dataclass(frozen=True)
@@ -77,15 +80,20 @@ def load_machine(path: Path) -> Machine:
         if not isinstance(raw, dict):
             raise top.error("kernel", "expected [[kernel]] tables")
         entry = _Table(raw, path, f"kernel #{index}")
-        package, suite = entry.get("package", str), entry.get("suite", str)
-        arch, glob = entry.get("arch", str), entry.get("path", str)
-        if glob.startswith("/") or ".." in Path(glob).parts:
-            raise entry.error("path", f"{glob!r} must be a glob inside the unpacked package")
-        entry.done()
-        kernels.append(KernelPackage(package, suite, arch, glob))
+        config = entry.sub("config", required=False)
+        kernels.append(_package(entry, _package(config) if config is not None else None))
     top.done()
     return Machine(name, path, description, qemu_system, tuple(machine_args), console, image,
                    tuple(runs), source, tuple(kernels))
+
+
+def _package(entry: _Table, config: KernelPackage | None = None) -> KernelPackage:
+    package, suite = entry.get("package", str), entry.get("suite", str)
+    arch, glob = entry.get("arch", str), entry.get("path", str)
+    if glob.startswith("/") or ".." in Path(glob).parts:
+        raise entry.error("path", f"{glob!r} must be a glob inside the unpacked package")
+    entry.done()
+    return KernelPackage(package, suite, arch, glob, config)
 
 
 def load_machines(configs: dict, machines_dir: Path = MACHINES_DIR) -> dict[str, Machine]:

@@ -6,6 +6,7 @@ error naming the file and the key: nothing is defaulted per ABI.
 """
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -48,10 +49,14 @@ ROW_FACTS = {
     "argument_passing": (str, ("registers", "stack-5-6", "block")),
     "high_addresses": (bool, (True, False)),
     # The first address a task of the ABI may not map (TASK_SIZE for it): an integer, or
-    # an expression over `page` (2^32 less a page on several compat paths).
+    # an expression over `page` (2^32 less a page on several compat paths) and the
+    # kernel's configuration options (CONFIG_PAGE_OFFSET where it is a Kconfig choice).
     "task_size": ((int, str), None),
 }
 ADDRESS_FACTS = ("task_size",)
+# A kernel configuration option, as a name in an address fact's expression (its
+# integer value) or in a row fact's condition (CONFIG_KASAN=n): sut.Properties.kernel_config.
+KERNEL_OPTION = re.compile(r"CONFIG_[A-Z0-9_]+")
 # e_machine names as pyelftools spells them (EM_QDSP6 is Hexagon, EM_SPARCV9 64-bit SPARC).
 ELF_MACHINES = ("EM_386", "EM_X86_64", "EM_ARM", "EM_MIPS", "EM_PPC", "EM_OPENRISC", "EM_SPARC32PLUS",
                 "EM_68K", "EM_PARISC", "EM_QDSP6", "EM_RISCV", "EM_AARCH64", "EM_SPARCV9")
@@ -129,6 +134,7 @@ class Config:
     flavours: dict[str, Flavour]
     row_facts: dict[str, Fact]
     errno: ErrnoTable = field(repr=False)
+    kernel_options: tuple[str, ...] = ()   # the CONFIG_ options its row facts name
 
     @property
     def has_mmap2(self) -> bool:
@@ -187,13 +193,14 @@ class _Table:
         return Fact(value, source)
 
     def keyed_value(self, kind, choices) -> dict:
-        """A value per condition over the system's properties (see ROW_FACTS)."""
+        """A value per condition over the system's properties (see ROW_FACTS), which may
+        name kernel configuration options."""
         from .sut import check_condition   # late: sut imports this module
         table = self.get("value", dict)
         if not table:
             raise self.error("value", "an empty table of conditions")
         for condition, value in table.items():
-            problem = condition != "default" and check_condition(condition)
+            problem = condition != "default" and check_condition(condition, kernel_options=True)
             if problem:
                 raise self.error("value", f"{problem} (or default)")
             if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
@@ -233,6 +240,37 @@ def _read_toml(path: Path) -> dict:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ModelError(f"{path}: {exc}") from None
+
+
+def expression_names(value) -> set[str]:
+    """The names an expression (an address fact, a row's input) uses; none for an integer,
+    or for text that does not parse (evaluating it reports that)."""
+    if not isinstance(value, str):
+        return set()
+    try:
+        return {node.id for node in ast.walk(ast.parse(value, mode="eval")) if isinstance(node, ast.Name)}
+    except SyntaxError:
+        return set()
+
+
+def _kernel_options(abi: _Table, row_facts: dict[str, Fact]) -> tuple[str, ...]:
+    """The kernel configuration options the row facts name, in conditions and in the
+    address facts' expressions (which may use only `page` and such options)."""
+    options = set()
+    for name, fact in row_facts.items():
+        table = fact.value if isinstance(fact.value, dict) else {"default": fact.value}
+        for condition, value in table.items():
+            options |= {part.partition("=")[0].strip() for part in condition.split(",")
+                        if KERNEL_OPTION.fullmatch(part.partition("=")[0].strip())}
+            if name not in ADDRESS_FACTS:
+                continue
+            names = expression_names(value)
+            unknown = sorted(n for n in names if n != "page" and not KERNEL_OPTION.fullmatch(n))
+            if unknown:
+                raise abi.sub(name).error("value", f"{condition}: {value!r} names {unknown[0]!r}: an address fact's expression "
+                                      f"may use page and kernel configuration options (CONFIG_...) only")
+            options |= names - {"page"}
+    return tuple(sorted(options))
 
 
 def _check_recipe_words(table: _Table, key: str, words: list[str]) -> None:
@@ -282,6 +320,7 @@ def load_config(path: Path) -> Config:
     row_facts = {name: fact for name, fact in row_facts.items() if fact is not None}
     if not has_mmap2 and (offset_unit or misaligned or row_facts):
         raise abi.error("offset_unit", "mmap2 facts given for an ABI without mmap2")
+    kernel_options = _kernel_options(abi, row_facts)
     abi.done()
 
     runners_table = top.sub("runners")
@@ -323,7 +362,7 @@ def load_config(path: Path) -> Config:
                   stub=stub, mmap2_nr=mmap2_nr, error_convention=error_convention,
                   errno_family=errno_family, offset_unit=offset_unit,
                   misaligned_pgoff=misaligned, page_sizes=page_sizes, runners=runners, flavours=flavours, row_facts=row_facts,
-                  errno=load_errno_table(errno_family.value, path.parent))
+                  errno=load_errno_table(errno_family.value, path.parent), kernel_options=kernel_options)
 
 
 def load_all(arches_dir: Path = ARCHES_DIR) -> dict[str, Config]:

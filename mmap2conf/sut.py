@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from .model import ARCHES_DIR, Config, Fact, ModelError
+from .model import ARCHES_DIR, KERNEL_OPTION, Config, Fact, ModelError
 
 UNAME_TABLE = ARCHES_DIR / "kernel" / "uname.toml"
 # The properties a row's expectation or a known issue's `where` may name, with the
@@ -25,6 +25,11 @@ PROPERTIES = {"kernel_bits": (32, 64), "emulator": ("qemu-user", "none"), "page_
 
 class SystemUnderTestError(Exception):
     """The system under test answered something the ABI's data rules out."""
+
+
+class KernelConfigUnknown(Exception):
+    """A fact depends on a kernel configuration option that the configuration, as read
+    from the system under test, does not give; the message says why (an n.a. reason)."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,33 @@ class Properties:
     sources: dict                  # where each property comes from
     libc: str | None = None        # the helper's libc (glibc, musl); None: the raw flavour
     libc_version: str | None = None   # as that libc reports its release (gnu_get_libc_version())
+    # The kernel configuration options arches/ names (model.Config.kernel_options), as its
+    # .config writes them (an option it does not set is absent); None: not read, and
+    # sources["kernel_config"] says why. Where read, that source says from where.
+    kernel_config: dict | None = None
 
     def value(self, name: str):
+        if KERNEL_OPTION.fullmatch(name):
+            return self._option(name) or "n"   # Kconfig: an option the .config does not set is n
         return getattr(self, name)
+
+    def kernel_option(self, name: str, where: str) -> int:
+        """The integer value of a kernel configuration option (CONFIG_PAGE_OFFSET)."""
+        text = self._option(name)
+        if text is None:
+            raise KernelConfigUnknown(f"the kernel's configuration does not set {name} "
+                                      f"({self.sources['kernel_config']})")
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise SystemUnderTestError(f"{where}: {name} is {text!r} in the kernel's configuration "
+                                       f"({self.sources['kernel_config']}), not an integer") from None
+
+    def _option(self, name: str) -> str | None:
+        if self.kernel_config is None:
+            raise KernelConfigUnknown(f"the kernel's configuration cannot be read "
+                                      f"({self.sources.get('kernel_config', 'the runner reads none')})")
+        return self.kernel_config.get(name)
 
     def as_dict(self) -> dict:
         """One dict, made once (every record of a session carries it): never change it."""
@@ -79,6 +108,7 @@ def kernel_bits_of(machine: str) -> Fact:
 
 
 _DEBIAN = re.compile(r"\bDebian (\d+\.\d+(?:\.\d+)?)")
+_DEBIAN_PACKAGE = re.compile(r"\bDebian (\d\S*)")   # the whole Debian version: 6.1.176-1
 _RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:-rc(\d+))?")
 
 
@@ -176,10 +206,32 @@ def measure(config: Config, probe: dict, stated: dict, libc: str | None = None) 
     if release:
         sources["kernel_release"] = "measured: uname -r of the helper"
     libc_name, libc_release = _libc(probe, libc, sources)
+    kernel_config = _kernel_config(config, stated, release, uname.get("version"), sources)
     return Properties(page_size=page, kernel_bits=bits, kernel_release=release, kernel_version=version,
                       machine=machine, emulator=stated.get("emulator", "none"),
                       emulator_version=stated.get("emulator_version"), sources=sources,
-                      libc=libc_name, libc_version=libc_release)
+                      libc=libc_name, libc_version=libc_release, kernel_config=kernel_config)
+
+
+def _kernel_config(config: Config, stated: dict, release: str | None, uname_version: str | None,
+                   sources: dict) -> dict | None:
+    """The options ``config`` names from the kernel configuration the runner read (stated
+    kernel_config: the whole .config, or None), checked to be the measured kernel's: the
+    release it was built for (kernel_config_for) must be uname -r, and the Debian version
+    of its package the one uname -v names, where both name one."""
+    sources["kernel_config"] = stated.get("kernel_config_source", "the runner reads no kernel configuration")
+    options = stated.get("kernel_config")
+    if options is None:
+        return None
+    built_for = stated.get("kernel_config_for", {})
+    if built_for.get("release") != release:
+        raise SystemUnderTestError(f"the kernel's configuration ({sources['kernel_config']}) is for release "
+                                   f"{built_for.get('release')!r}; the kernel answers uname -r {release!r}")
+    debian = _DEBIAN_PACKAGE.findall(uname_version or "")
+    if built_for.get("version") and debian and debian[-1] != built_for["version"]:
+        raise SystemUnderTestError(f"the kernel's configuration ({sources['kernel_config']}) is of Debian version "
+                                   f"{built_for['version']}; the kernel's uname -v names Debian {debian[-1]}")
+    return {name: options[name] for name in config.kernel_options if name in options}
 
 
 # A condition is one or more properties joined by ",", all of which must hold:
@@ -190,8 +242,12 @@ _VERSION_CONDITION = re.compile(r"kernel_version\s*([<>=!~].*)")
 
 def condition_holds(condition: str, properties: Properties) -> bool:
     """A condition over the properties (cases' expect keys, row facts of arches/, known
-    issues' where)."""
-    return all(_part_holds(part.strip(), properties) for part in condition.split(","))
+    issues' where). Kernel configuration options are looked at last, so a condition that
+    fails on a measured property holds false even where the configuration is unknown
+    (KernelConfigUnknown)."""
+    parts = sorted((part.strip() for part in condition.split(",")),
+                   key=lambda part: bool(KERNEL_OPTION.fullmatch(part.partition("=")[0])))
+    return all(_part_holds(part, properties) for part in parts)
 
 
 def _part_holds(part: str, properties: Properties) -> bool:
@@ -205,11 +261,16 @@ def _part_holds(part: str, properties: Properties) -> bool:
     return str(properties.value(name)) == value
 
 
-def check_condition(condition: str) -> str | None:
-    """Why ``condition`` is not a valid condition over PROPERTIES, or None."""
+def check_condition(condition: str, kernel_options: bool = False) -> str | None:
+    """Why ``condition`` is not a valid condition over PROPERTIES (and, for arches/'s row
+    facts, kernel configuration options: CONFIG_KASAN=n), or None."""
     names = []
     for part in (p.strip() for p in condition.split(",")):
-        problem = _check_part(part)
+        name, equals, value = part.partition("=")
+        if kernel_options and KERNEL_OPTION.fullmatch(name):
+            problem = None if equals and value else f"{part!r}: a configuration option takes =VALUE (y, m, n, 0x...)"
+        else:
+            problem = _check_part(part)
         if problem:
             return problem
         names.append("kernel_version" if _VERSION_CONDITION.fullmatch(part) else part.partition("=")[0])

@@ -35,6 +35,7 @@ class Linux(Runner):
         super().__init__(config, name, asked)
         self.machine, self.kernel_source, self.qemu_dirs = machine, kernel_source, qemu_dirs
         self._kernel: Path | None = None
+        self._stated: dict | None = None
 
     @classmethod
     def systems(cls, config: Config, options: Options) -> list[Runner]:
@@ -62,6 +63,45 @@ class Linux(Runner):
         if self._kernel is None:
             self._kernel = _package_kernel(self.kernel_source)
         return self._kernel
+
+    def stated(self) -> dict:
+        """The kernel's configuration, where the configuration's facts name options of it
+        (sut.measure checks that it is the booted kernel's): the one embedded in the image
+        (CONFIG_IKCONFIG), else the .config of the machine's package for the kernel; else
+        None, with the reason."""
+        if not self.config.kernel_options:
+            return {"kernel_config_source": f"not read: {self.config.path.name} names no configuration option"}
+        if self._stated is None:
+            self._stated = self._read_config()
+        return self._stated
+
+    def _read_config(self) -> dict:
+        kernel = self.kernel()
+        try:
+            embedded = kernels.image_config(kernel)
+            release = kernels.kernel_identity(kernel)["release"]
+        except (kernels.KernelError, OSError) as exc:
+            raise RunnerUnavailable(str(exc)) from None
+        if embedded is not None:
+            return {"kernel_config": kernels.parse_config(embedded), "kernel_config_for": {"release": release},
+                    "kernel_config_source": f"CONFIG_IKCONFIG: the configuration embedded in {kernel}"}
+        none_embedded = f"{kernel} embeds none (CONFIG_IKCONFIG, in the clear or in an xz or gzip stream)"
+        package = None if isinstance(self.kernel_source, Path) else self.kernel_source.config
+        if package is None:
+            return {"kernel_config": None, "kernel_config_source": none_embedded}
+        from ..archive import ArchiveError, fetch, packages_of
+        try:
+            root = fetch(package.package, package.suite, package.arch)
+            path = kernels.find_kernel(root, package.path, f"package {package.package} of {package.suite}",
+                                       "configuration file")
+            text = path.read_text(errors="replace")
+        except (ArchiveError, kernels.KernelError, OSError) as exc:
+            return {"kernel_config": None, "kernel_config_source": f"{none_embedded}; {exc}"}
+        version = packages_of(root)[package.package]
+        return {"kernel_config": kernels.parse_config(text),
+                "kernel_config_for": {"release": kernels.package_release(root), "version": version},
+                "kernel_config_source": f"{path.relative_to(root)} of {package.package} {version} "
+                                        f"({package.suite}, {package.arch})"}
 
     def qemu_system(self) -> Path:
         for directory in self.qemu_dirs:

@@ -156,6 +156,81 @@ def test_the_identity_is_cached_by_the_kernel_files_content(tmp_path, monkeypatc
     assert kernels.kernel_identity(kernel) == {"release": "9.9.9"}
 
 
+CONFIG_TEXT = ("#\n# Linux/arm 6.1.176 Kernel Configuration\n#\nCONFIG_MMU=y\nCONFIG_VMSPLIT_2G=y\n"
+               "CONFIG_PAGE_OFFSET=0x80000000\n# CONFIG_KASAN is not set\nCONFIG_LOCALVERSION=\"\"\n")
+
+
+def ikconfig(text: str = CONFIG_TEXT) -> bytes:
+    """kernel/configs.c's embedded configuration: the marker, the gzip'd .config, the end marker."""
+    return b"IKCFG_ST" + gzip.compress(text.encode()) + b"IKCFG_ED"
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda data: b"vmlinux text " + data + b"\0more",
+    lambda data: b"zImage decompressor \xfd7zXZ\x00 not xz" + lzma.compress(b"\0" * 64 + data),
+    lambda data: b"MZ stub" + gzip.compress(b"kernel text IKCFG_ST not gzip " + data),
+])
+def test_an_embedded_configuration_is_found_in_the_clear_or_in_a_compressed_payload(wrap):
+    """scripts/extract-ikconfig's search, on images built here (no cached kernel has
+    CONFIG_IKCONFIG): a marker not followed by a gzip stream is passed over."""
+    text = kernels.embedded_config(wrap(ikconfig()))
+    assert text == CONFIG_TEXT
+    assert kernels.parse_config(text) == {"CONFIG_MMU": "y", "CONFIG_VMSPLIT_2G": "y", "CONFIG_PAGE_OFFSET": "0x80000000",
+                                          "CONFIG_KASAN": "n", "CONFIG_LOCALVERSION": '""'}
+
+
+def test_debians_kernels_embed_no_configuration():
+    for name in ("i386", "armhf"):
+        for runner in _linux_systems(name)[0]:
+            assert kernels.embedded_config(runner.kernel().read_bytes()) is None, runner.name
+            assert kernels.image_config(runner.kernel()) is None, runner.name
+
+
+def test_the_configuration_of_a_machines_kernel_is_its_linux_headers_packages():
+    """i386-pc's 686 kernel: the .config of linux-headers-6.1.0-50-686 (the real package,
+    fetched into the cache), for the release and Debian version the kernel answers;
+    another kernel's answer is an error that names both."""
+    from mmap2conf.sut import SystemUnderTestError, measure
+    runner = next(s for s in _linux_systems("i386")[0] if s.machine.name == "i386-pc")
+    stated = runner.stated()
+    assert stated["kernel_config_for"] == {"release": "6.1.0-50-686", "version": "6.1.176-1"}
+    assert stated["kernel_config"]["CONFIG_PAGE_OFFSET"] == "0xC0000000"
+    assert stated["kernel_config_source"] == ("usr/src/linux-headers-6.1.0-50-686/.config of "
+                                              "linux-headers-6.1.0-50-686 6.1.176-1 (bookworm, i386)")
+
+    def probe(release="6.1.0-50-686", version="#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-07-02)"):
+        return {"auxv_pagesz": 4096, "uname": {"machine": "i686", "release": release, "version": version}}
+    properties = measure(runner.config, probe(), stated)
+    assert properties.kernel_config == {"CONFIG_PAGE_OFFSET": "0xC0000000"}
+    assert properties.as_dict()["sources"]["kernel_config"] == stated["kernel_config_source"]
+    with pytest.raises(SystemUnderTestError, match="is for release '6.1.0-50-686'; the kernel answers uname -r "
+                                                   "'6.1.0-51-686'"):
+        measure(runner.config, probe(release="6.1.0-51-686"), stated)
+    with pytest.raises(SystemUnderTestError, match="Debian version 6.1.176-1; the kernel's uname -v names "
+                                                   "Debian 6.1.177-1"):
+        measure(runner.config, probe(version="#1 SMP Debian 6.1.177-1 (2026-08-01)"), stated)
+
+
+def test_a_users_kernel_gives_its_embedded_configuration_or_none(tmp_path):
+    """--kernel IMAGE: the configuration the image embeds (Debian's armmp zImage with one
+    appended, which still boots as a zImage), else none, and the rows that need it say so."""
+    from mmap2conf.sut import measure
+    debian = _linux_systems("armhf")[0][0].kernel().read_bytes()
+    plain, embedding = tmp_path / "plain-zImage", tmp_path / "ikconfig-zImage"
+    plain.write_bytes(debian)
+    embedding.write_bytes(debian + ikconfig())
+    (with_config,), _ = _linux_systems("armhf", kernels=(embedding,))
+    stated = with_config.stated()
+    assert stated["kernel_config"]["CONFIG_PAGE_OFFSET"] == "0x80000000"
+    assert stated["kernel_config_source"] == f"CONFIG_IKCONFIG: the configuration embedded in {embedding}"
+    probe = {"auxv_pagesz": 4096, "uname": {"machine": "armv7l", "release": stated["kernel_config_for"]["release"]}}
+    assert measure(with_config.config, probe, stated).kernel_config == {
+        "CONFIG_KASAN": "n", "CONFIG_MMU": "y", "CONFIG_PAGE_OFFSET": "0x80000000"}
+    (without,), _ = _linux_systems("armhf", kernels=(plain,))
+    assert without.stated() == {"kernel_config": None, "kernel_config_source": (
+        f"{plain} embeds none (CONFIG_IKCONFIG, in the clear or in an xz or gzip stream)")}
+
+
 def test_the_kernel_file_is_found_by_its_glob(tmp_path):
     (tmp_path / "mipsel" / "malta").mkdir(parents=True)
     (tmp_path / "mipsel" / "malta" / "vmlinuz-6.1.0-50-4kc-malta").write_bytes(b"k")
@@ -164,7 +239,7 @@ def test_the_kernel_file_is_found_by_its_glob(tmp_path):
     with pytest.raises(kernels.KernelError, match=r"no kernel file .*5kc.* \(package pkg\)"):
         kernels.find_kernel(tmp_path, "mipsel/malta/vmlinuz-*-5kc-malta", "package pkg")
     (tmp_path / "mipsel" / "malta" / "vmlinuz-6.1.0-51-4kc-malta").write_bytes(b"k")
-    with pytest.raises(kernels.KernelError, match="matches several kernel files"):
+    with pytest.raises(kernels.KernelError, match="matches several: "):
         kernels.find_kernel(tmp_path, "mipsel/malta/vmlinuz-*-4kc-malta", "package pkg")
 
 
@@ -265,6 +340,9 @@ def test_the_bootstrap_installs_qemu_system_and_fetches_the_machines_kernels():
     ('runs = ["mipsel"]', 'runs = ["vax"]', "runs: 'vax' is not a configuration"),
     ('path = "usr/lib', 'path = "/usr/lib', "must be a glob inside the unpacked package"),
     ('suite = "bookworm"\n', 'suite = "bookworm"\nkernel = "x"\n', "[kernel #1] kernel: unknown key"),
+    ('path = "usr/src/linux-headers-*/.config"', 'path = "../boot/config"',
+     "[kernel #1.config] path: '../boot/config' must be a glob inside the unpacked package"),
+    ('arch = "mips64el", path', 'path', "[kernel #1.config] arch: missing"),
 ])
 def test_a_malformed_machine_is_an_error_naming_file_and_key(tmp_path, old, new, message):
     source = machines.MACHINES_DIR / "mips64el-loongson3.toml"

@@ -47,10 +47,15 @@ def test_the_ia64_like_configuration_has_page_units_and_a_non_4096_page():
     ('cc = "i686-linux-gnu-gcc"', 'cc = " "', "[flavours.raw] cc: is empty"),
     ('apt = ["gcc-i686-linux-gnu"]', 'apt = ["gcc-i686-linux-gnu", ""]', "[flavours.raw] apt: expected non-empty strings"),
     ('machine = "EM_386"', 'machine = "EM_VAX"', "[elf] machine: 'EM_VAX' is not one of"),
-    ('task_size = { value = { "kernel_bits=64" = 0xFFFFE000 }', 'task_size = { value = { "kernel_bitz=64" = 1 }',
+    ('task_size = { value = { "kernel_bits=64" = 0xFFFFE000,', 'task_size = { value = { "kernel_bitz=64" = 1,',
      "[abi.task_size] value: 'kernel_bitz=64' is not NAME=VALUE"),
-    ('task_size = { value = { "kernel_bits=64" = 0xFFFFE000 }', 'task_size = { value = { "kernel_bits=64" = true }',
+    ('task_size = { value = { "kernel_bits=64" = 0xFFFFE000,', 'task_size = { value = { "kernel_bits=64" = true,',
      "[abi.task_size] value: kernel_bits=64: expected"),
+    # Only the facts of arches/ may name kernel configuration options, each with its value.
+    ('"kernel_bits=32" = "CONFIG_PAGE_OFFSET"', '"kernel_bits=32,CONFIG_X86_PAE" = "CONFIG_PAGE_OFFSET"',
+     "[abi.task_size] value: 'CONFIG_X86_PAE': a configuration option takes =VALUE"),
+    ('"kernel_bits=32" = "CONFIG_PAGE_OFFSET"', '"kernel_bits=32" = "PAGE_OFFSET"',
+     "[abi.task_size] value: kernel_bits=32: 'PAGE_OFFSET' names 'PAGE_OFFSET': an address fact's expression may use page"),
     ('fixed_past_top = { value = "ENOMEM"', 'fixed_past_top = { value = { default = "EFAULT" }',
      "[abi.fixed_past_top] value: default: 'EFAULT' is not one of"),
 ])
@@ -140,6 +145,41 @@ def test_a_fact_may_depend_on_the_system_and_be_stated_for_some_systems_only():
     assert fact_value(configs["hppa"], "fixed_past_top", system(64, version="6.18.44+6.18.44")) == "EINVAL"
     top = {case.key: case for case in load_cases()}["top-of-address-space/fixed-last-page"]
     assert top.facts == ("task_size",)
-    assert top.not_for_system(configs["arm"], system(32)).startswith("n.a.: arm states no task_size")
+    assert top.not_for_system(configs["arm"], system(64, 65536)).startswith("n.a.: arm states no task_size")
     assert top.not_for_system(configs["arm"], system(64)) is None
     assert top.concrete_inputs(4096, 4096, {"task_size": 0xFFFFF000})["addr"] == 0xFFFFE000
+
+
+def test_a_native_32_bit_kernel_s_top_comes_from_its_configuration():
+    """i386 and arm state TASK_SIZE of a 32-bit kernel over its configuration options
+    (CONFIG_PAGE_OFFSET, the VMSPLIT_* choice; arm: with an MMU and without KASAN); unread,
+    the rows that need it are n.a. with that reason, and a condition that fails on a
+    measured property needs no configuration."""
+    from mmap2conf.cases import fact_value, load_cases
+    from mmap2conf.sut import Properties
+
+    def system(bits, options, why="read from a test's table"):
+        return Properties(page_size=4096, kernel_bits=bits, kernel_release=None, kernel_version=None, machine=None,
+                          emulator="none", emulator_version=None, sources={"kernel_config": why},
+                          kernel_config=options)
+    configs = load_all()
+    assert configs["arm"].kernel_options == ("CONFIG_KASAN", "CONFIG_MMU", "CONFIG_PAGE_OFFSET")
+    assert configs["mips"].kernel_options == ()
+    split_3g = {"CONFIG_PAGE_OFFSET": "0xC0000000", "CONFIG_MMU": "y"}
+    assert fact_value(configs["i386"], "task_size", system(32, split_3g)) == 0xC0000000
+    assert fact_value(configs["arm"], "task_size", system(32, split_3g)) == 0xBF000000
+    assert fact_value(configs["armhf"], "task_size", system(32, {**split_3g, "CONFIG_PAGE_OFFSET": "0x80000000"})) \
+        == 0x7F000000
+    assert fact_value(configs["arm"], "task_size", system(32, {**split_3g, "CONFIG_KASAN": "y"})) is None
+    assert fact_value(configs["i386"], "task_size", system(64, None)) == 0xFFFFE000
+    top = {case.key: case for case in load_cases()}["top-of-address-space/fixed-first-page-past-the-top"]
+    reason = top.not_for_system(configs["i386"], system(32, None, "vmlinuz embeds none (CONFIG_IKCONFIG)"))
+    assert reason.startswith("n.a.: the kernel's configuration cannot be read (vmlinuz embeds none (CONFIG_IKCONFIG)); "
+                             "i386's task_size depends on it here (kernel_bits 32, page 4096)")
+    assert top.not_for_system(configs["i386"], system(32, {})).startswith(
+        "n.a.: the kernel's configuration does not set CONFIG_PAGE_OFFSET (read from a test's table)")
+    assert top.not_for_system(configs["arm"], system(32, split_3g)) is None
+    assert fact_value(configs["ppc"], "task_size", system(32, {"CONFIG_TASK_SIZE": "0xb0000000"})) == 0xB0000000
+    # riscv32's 32-bit TASK_SIZE depends on more than an option's value: not stated, and said so.
+    assert top.not_for_system(configs["riscv32"], system(32, split_3g)).startswith(
+        "n.a.: riscv32 states no task_size for this system (kernel_bits 32, page 4096): a compat task")
