@@ -112,10 +112,12 @@ def install_venv() -> None:
 
 
 def fetch_systems() -> None:
-    """The default systems' files into the cache: qemu-user releases, kernels."""
+    """The default systems' files into the cache: qemu-user releases, kernels and the
+    packages that hold their configurations."""
     wanted = [(r["package"], r["suite"], "amd64") for r in releases() if r["from"] == "archive"]
     for machine in load_machines(load_all()).values():
-        wanted += [(k.package, k.suite, k.arch) for k in machine.kernels]
+        for kernel in machine.kernels:
+            wanted += [(p.package, p.suite, p.arch) for p in (kernel, kernel.config) if p is not None]
     for package, suite, arch in dict.fromkeys(wanted):
         try:
             root = archive.fetch(package, suite, arch)

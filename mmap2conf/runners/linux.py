@@ -96,7 +96,8 @@ class Linux(Runner):
                                        "configuration file")
             text = path.read_text(errors="replace")
         except (ArchiveError, kernels.KernelError, OSError) as exc:
-            return {"kernel_config": None, "kernel_config_source": f"{none_embedded}; {exc}"}
+            # The machine's data promise it, as they promise the kernel: not a row's n.a.
+            raise RunnerUnavailable(f"the configuration of {kernel}: {exc}") from None
         version = packages_of(root)[package.package]
         return {"kernel_config": kernels.parse_config(text),
                 "kernel_config_for": {"release": kernels.package_release(root), "version": version},
