@@ -50,6 +50,7 @@ ENV_STATES = "MMAP2CONF_GUEST_STATES"
 FORMAT = 1
 HEADER_SIZE = 1 << 16
 SAVE_TIMEOUT = 60.0          # to stop, migrate, write and resume
+SILENT = ".silent"           # beside a slot's state: its restored guest did not answer (its key, why)
 CHUNK = 1 << 20
 BOOT_LOG_KEPT = 40           # the last lines of the boot log a state keeps for error messages
 BUDGET = 2 << 30             # bytes of states kept: 20 to 50 guests (39 to 93 MB each, measured)
@@ -254,6 +255,8 @@ class Guest:
         self.path = self.directory / f"{slot_name(command)}.state"
         try:
             self.key = key_of(command)
+            if self._silent_when_restored():
+                return
             self._file = open(self.path, "rb")
         except FileNotFoundError:
             self.fallback = "no saved state"
@@ -264,6 +267,30 @@ class Guest:
         self.fallback = self._check_header()
         if self.fallback is not None:
             self._close_file()
+
+    def _silent_when_restored(self) -> bool:
+        """A guest of this key was restored once and did not answer (QEMU 7.2's loongson3-virt
+        machine, measured): it is booted, and not saved again, until its key changes."""
+        try:
+            silent = json.loads(self.path.with_suffix(SILENT).read_text())
+            if _key_difference(silent["key"], self.key) is not None:
+                return False
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        self.fallback = f"a restored state of this guest did not answer ({silent['reason']}): booted, not saved"
+        self.key = None
+        return True
+
+    def silent(self, reason: str) -> None:
+        """The restored guest did not answer: remove its state and remember not to save one."""
+        self.forget()
+        marker = self.path.with_suffix(SILENT)
+        partial = marker.with_name(f".{marker.name}.{os.getpid()}.partial")
+        try:
+            partial.write_text(json.dumps({"key": self.key, "reason": reason.split("\n", 1)[0]}))
+            os.replace(partial, marker)
+        except OSError:
+            pass
 
     def _check_header(self) -> str | None:
         """Why the open state file cannot be restored, or None (self.saved is its header)."""

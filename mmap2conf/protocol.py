@@ -212,7 +212,10 @@ class HelperSession:
                 except (guest_state.StateError, ProtocolError) as exc:
                     stderr = self.stderr_tail(300).strip() if self.process is not None else ""
                     self.close_process()
-                    guest.forget()
+                    if isinstance(exc, ProtocolError) and exc.kind == "timeout":
+                        guest.silent(str(exc))   # loaded whole, then silent: it would be again
+                    else:
+                        guest.forget()
                     guest.fallback = f"the restore failed: {exc}" + (f" (stderr: {stderr})" if stderr else "")
             self._launch(guest.boot_command())
             self._wait_until_ready()
