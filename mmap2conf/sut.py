@@ -282,7 +282,10 @@ def check_condition(condition: str, kernel_options: bool = False) -> str | None:
 def _check_part(part: str) -> str | None:
     version = _VERSION_CONDITION.fullmatch(part)
     if version:
-        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+        try:
+            from packaging.specifiers import InvalidSpecifier, SpecifierSet
+        except ImportError:   # the bootstrap loads arches/ before any virtual environment: the run checks it
+            return None
         try:
             SpecifierSet(version.group(1))
         except InvalidSpecifier:

@@ -1,9 +1,12 @@
 """arches/ validation: every real file loads, and every kind of mistake is an
 error that names the file and the key."""
+import subprocess
+import sys
+
 import pytest
 
 from mmap2conf import model
-from mmap2conf.model import ModelError, load_all, load_config
+from mmap2conf.model import REPO, ModelError, load_all, load_config
 
 
 def test_every_configuration_loads_with_a_source_for_each_fact():
@@ -183,3 +186,16 @@ def test_a_native_32_bit_kernel_s_top_comes_from_its_configuration():
     # riscv32's 32-bit TASK_SIZE depends on more than an option's value: not stated, and said so.
     assert top.not_for_system(configs["riscv32"], system(32, split_3g)).startswith(
         "n.a.: riscv32 states no task_size for this system (kernel_bits 32, page 4096): a compat task")
+
+
+def test_the_bootstrap_reads_the_data_with_the_standard_library_only():
+    # make bootstrap runs the system's python3 before .venv exists (no packaging, no
+    # pyelftools): everything it reads of arches/, machines/ and libcs/ must load there.
+    script = ("import sys; sys.modules['packaging'] = None\n"
+              "from mmap2conf import bootstrap, libcs\n"
+              "from mmap2conf.model import load_all\n"
+              "print(len(bootstrap.apt_packages()), len(libcs.packages(libcs.load(load_all()))))")
+    result = subprocess.run([sys.executable, "-S", "-c", script], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert all(int(n) > 0 for n in result.stdout.split())
