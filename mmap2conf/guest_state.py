@@ -279,6 +279,7 @@ class Guest:
             return False
         self.fallback = f"a restored state of this guest did not answer ({silent['reason']}): booted, not saved"
         self.key = None
+        self.path.unlink(missing_ok=True)   # another run's save before the mark: never restored
         return True
 
     def silent(self, reason: str) -> None:
@@ -291,6 +292,7 @@ class Guest:
             os.replace(partial, marker)
         except OSError:
             pass
+        self.key = None   # the boot that follows saves nothing either
 
     def _check_header(self) -> str | None:
         """Why the open state file cannot be restored, or None (self.saved is its header)."""
