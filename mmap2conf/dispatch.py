@@ -33,7 +33,7 @@ class Guest:
         if self.unbootable is not None:
             raise ProtocolError(str(self.unbootable), self.unbootable.kind)
         wanted, session = (served.path, served.noexec), self.session
-        if self.current is not None and session.alive() and session.starts == self.generation:
+        if self._helper_on_console():
             if self.current == wanted:
                 return
             session.end_input()      # the helper on the console exits; init reads again
@@ -51,11 +51,13 @@ class Guest:
     def close(self) -> None:
         # The helper on the console takes one end of file and init the next, and powers the
         # guest off: without the first, the session's close waits its whole timeout for that.
-        session = self.session
-        if self.current is not None and session.alive() and session.starts == self.generation \
-                and not session.in_exchange:
-            session.end_input()
-        session.close()
+        if self._helper_on_console() and not self.session.in_exchange:
+            self.session.end_input()
+        self.session.close()
+
+    def _helper_on_console(self) -> bool:
+        """A helper that init started is reading the console (in this start of the guest)."""
+        return self.current is not None and self.session.alive() and self.session.starts == self.generation
 
 
 class Served:

@@ -294,10 +294,10 @@ class Engine:
         runner = instance.runner
         self.identity(runner)
         helper = runner.helper(instance.flavour)
-        runner.command(helper, Path("/"), trace)  # raises RunnerUnavailable early
         if runner.shared:
             session = self._guest(runner, helper).serve(helper, scratch_kind == "noexec", key)
         else:
+            runner.command(helper, Path("/"), trace)  # raises RunnerUnavailable early
             session = HelperSession(lambda workdir: runner.command(helper, workdir, trace),
                                     scratch_kind=scratch_kind, console=runner.console,
                                     preamble=runner.preamble(helper))
@@ -322,8 +322,8 @@ class Engine:
             self._close_guest(where)
         if where not in self.guests:
             helpers = self.suite.shared_helpers(runner)
-            runner.dispatcher_command(helpers)   # raises RunnerUnavailable early
-            self.guests[where] = Guest(lambda workdir: runner.dispatcher_command(helpers), runner.console, helpers)
+            command = runner.dispatcher_command(helpers)   # raises RunnerUnavailable early
+            self.guests[where] = Guest(lambda workdir: command, runner.console, helpers)
         return self.guests[where]
 
     def _close_other_guests(self, where: str) -> None:
