@@ -24,6 +24,7 @@ from .runners import ssh
 
 FLAVOURS = model.FLAVOURS
 RECORD = "conformance"
+VERDICT = "conformance-verdict"   # on a case's setup and call reports: its record follows on the teardown
 
 
 def pytest_addoption(parser):
@@ -257,20 +258,29 @@ JUNIT_PROPERTIES = ("config", "flavour", "runner", "runner_version", "case", "cl
 
 @pytest.hookimpl(hookwrapper=True)   # old-style: Debian's pluggy 1.0 in the container image
 def pytest_runtest_makereport(item, call):
-    """Give JUnit XML (which writes user_properties) one property per field of the record."""
+    """The record rides on the teardown report alone, the one JUnit XML takes its properties
+    from (a report's user_properties cross from an xdist worker with it: one copy, not one
+    per phase); with --junitxml, one property per field of the record beside it."""
     report = (yield).get_result()
-    for name, value in list(report.user_properties):
-        if name == RECORD:
-            report.user_properties = [(name, value)] + [
-                (key, json.dumps(value[key]) if isinstance(value[key], (dict, list)) else value[key])
-                for key in JUNIT_PROPERTIES if value.get(key) is not None]
+    record = next((value for name, value in report.user_properties if name == RECORD), None)
+    if record is None:
+        return
+    if call.when != "teardown":
+        report.user_properties = [(VERDICT, record["outcome"])]   # a failure here is a verdict
+    elif item.config.option.xmlpath:
+        report.user_properties = [(RECORD, record)] + [
+            (key, json.dumps(record[key]) if isinstance(record[key], (dict, list)) else record[key])
+            for key in JUNIT_PROPERTIES if record.get(key) is not None]
+    else:
+        report.user_properties = [(RECORD, record)]
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logreport(report):
     for name, value in report.user_properties:
-        if name == RECORD and report.when == "call":
+        if name == RECORD:
             _collected.append(value)
+        if name in (RECORD, VERDICT):
             return
     if report.failed:   # a failure with no verdict record: the harness itself broke
         _broken.append(f"{report.nodeid} ({report.when}): {report.longrepr}")

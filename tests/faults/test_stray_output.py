@@ -1,8 +1,10 @@
 """Issue 15 item 2: stray output fails only the case whose exchange it falls into;
 a helper that hangs is a named failure at the (settable) deadline. Real helpers
 behind a wrapper that injects the fault (wrappers/inject.py)."""
+import json
 import re
 import sys
+import xml.etree.ElementTree as ElementTree
 
 import pytest
 
@@ -82,12 +84,12 @@ def test_a_hung_helper_is_killed_at_the_deadline_with_its_group_and_the_next_cas
     assert list(scratch_root.iterdir()) == []
 
 
-def _run(tmp_path, fault, match, extra_env=None):
+def _run(tmp_path, fault, match, extra_env=None, args=()):
     """The i386 raw cases under qemu-user, through a --qemu-dir wrapper injecting ``fault``."""
     directory, log = qemu_dir(tmp_path, fault, match)
     report = tmp_path / f"{fault or 'clean'}.json"
     result = conformance(["--arch", "i386", "--runner", "qemu-user", "--libc", "raw", "--qemu-dir", str(directory),
-                          "--conformance-json", str(report)], env=extra_env)
+                          "--conformance-json", str(report), *args], env=extra_env)
     no_traceback(result.stdout, result.stderr)
     return result, records(report), log
 
@@ -144,3 +146,22 @@ def test_in_a_real_run_a_hung_helper_fails_its_case_within_the_set_deadline(tmp_
     assert result.returncode == 6
     assert not any(alive(pid) for pid in logged_pids(log))   # the hung wrapper and its qemu
     assert list(scratch_root.iterdir()) == []
+
+
+def test_under_xdist_a_wrong_verdict_is_a_failure_with_its_record_in_json_and_junit(tmp_path, scratch_root, clean_run):
+    """The record crosses from the worker once, on the teardown report (plugin.py); a
+    case's failure on the call report is its verdict, not a harness error."""
+    _, clean = clean_run
+    xml = tmp_path / "conformance.xml"
+    result, faulty, _ = _run(tmp_path, "eperm", '"id":"offset-unit/pgoff=2#', args=["-n", "2", "--junitxml", str(xml)])
+    assert changed(clean, faulty) == {CASE: ("passed", "failed")}
+    assert "EPERM" in faulty[CASE]["reason"]
+    assert result.returncode == 1                                     # nonconformant
+    assert json.loads((tmp_path / "eperm.json").read_text())["harness_errors"] == []
+    assert "harness errors" not in result.stdout
+    cases = ElementTree.parse(xml).getroot().iter("testcase")
+    properties = {c.get("name"): ({p.get("name"): p.get("value") for p in c.iter("property")},
+                                  c.find("failure") is not None) for c in cases}
+    assert len(properties) == len(faulty)
+    assert all({"conformance", "case", "config", "runner"} <= set(p) for p, _ in properties.values())
+    assert [name for name, (_, failed) in properties.items() if failed] == [f"test_case[{CASE}]"]

@@ -11,6 +11,8 @@ first request whose line matches REGEX (default: any) it injects KIND:
     duplicate     the answer twice
     other-id      an answer for another id, then the answer
     escape        terminal control (ESC c, CSI, OSC, BEL) on a line, then the answer
+    eperm         the answer of a call made to fail with EPERM, as i386's raw helper
+                  gives it (ret -1): a well-formed answer with the wrong verdict
     hang          no answer: it stops relaying and sleeps until it is killed
     exit          it exits with status 3 without answering
     none          nothing: a plain relay
@@ -77,6 +79,9 @@ def main() -> int:
             out.write(json.dumps({**json.loads(answer), "id": "someone-else#0"}).encode() + b"\n")
         elif fire and args.fault == "escape":
             out.write(b"\x1bc\x1b[2J\x1b]0;title\x07\x07console says hello\x1b[0m\n")
+        elif fire and args.fault == "eperm":
+            answer = json.dumps({**json.loads(answer), "ret": 2**32 - 1, "err_name": "EPERM",
+                                 "reads": []}).encode() + b"\n"
         out.write(answer)
         if fire and args.fault == "duplicate":
             out.write(answer)
