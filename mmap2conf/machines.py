@@ -17,6 +17,9 @@ from pathlib import Path
 from .model import REPO, ModelError, _Table
 
 MACHINES_DIR = REPO / "machines"
+# The kernel's console= argument: a device, and for a serial port baud, parity, bits, flow
+# control (Documentation/admin-guide/serial-console.rst).
+CONSOLE = re.compile(r"[A-Za-z]+[0-9]+(,[0-9]+([noe]([5-8]r?)?)?)?")
 # What kernels.image_kind() recognises in a kernel file.
 IMAGE_KINDS = ("x86-bzImage-32", "x86-bzImage-64", "arm-zImage", "arm64-Image", "mips-elf-32", "mips-elf-64")
 
@@ -66,8 +69,9 @@ def load_machine(path: Path) -> Machine:
     if not machine_args or not all(isinstance(arg, str) and arg for arg in machine_args):
         raise top.error("machine_args", "expected a non-empty list of non-empty strings")
     console = top.get("console", str)
-    if not console.isalnum():
-        raise top.error("console", f"{console!r} is not a console device name such as ttyS0")
+    if not CONSOLE.fullmatch(console):
+        raise top.error("console", f"{console!r} is not a console such as ttyS0 or ttyS0,115200 "
+                                   "(a device name, and a serial port's options)")
     image = top.get("image", str, IMAGE_KINDS)
     runs = top.get("runs", list)
     if not runs or not all(isinstance(r, str) for r in runs):

@@ -269,7 +269,7 @@ def test_the_command_boots_the_machines_kernel_with_the_helper_as_init(tmp_path)
     assert Path(command[command.index("-kernel") + 1]).name.endswith("-4kc-malta")
     initrd = Path(command[command.index("-initrd") + 1])
     assert read_newc(gzip.decompress(initrd.read_bytes()))[-1]["body"] == helper.read_bytes()
-    assert command[-2:] == ["-append", "console=ttyS0 panic=-1 quiet"]
+    assert command[-2:] == ["-append", "console=ttyS0,115200 panic=-1 quiet"]
     identity = runner.identity()
     assert identity["kernel_release"] == "6.1.0-50-4kc-malta" and len(identity["sha256"]) == 64
     assert Version(identity["version"]).local == "6.1.0.50.4kc.malta"
@@ -335,7 +335,8 @@ def test_the_bootstrap_installs_qemu_system_and_fetches_the_machines_kernels():
     ('qemu_system = "qemu-system-mips64el"', 'qemu_system = "qemu-mips64el-static"',
      "qemu_system: 'qemu-mips64el-static' is not a qemu-system-<arch> binary"),
     ('machine_args = ["-M", "loongson3-virt"', 'machine_args = [3, "loongson3-virt"', "machine_args: expected a non-empty"),
-    ('console = "ttyS0"', 'console = "ttyS0 init=/bin/sh"', "console: 'ttyS0 init=/bin/sh' is not a console device"),
+    ('console = "ttyS0,115200"', 'console = "ttyS0 init=/bin/sh"', "console: 'ttyS0 init=/bin/sh' is not a console such"),
+    ('console = "ttyS0,115200"', 'console = "ttyS0,115200 quiet"', "console: 'ttyS0,115200 quiet' is not a console such"),
     ('image = "mips-elf-64"', 'image = "vax"', "image: 'vax' is not one of"),
     ('runs = ["mipsel"]', 'runs = ["vax"]', "runs: 'vax' is not a configuration"),
     ('path = "usr/lib', 'path = "/usr/lib', "must be a glob inside the unpacked package"),
