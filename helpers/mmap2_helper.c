@@ -1196,6 +1196,29 @@ static void run_case(void)
 	case_done();
 }
 
+/* qemu-user translates guest code per process, and what a forked child
+ * translates dies with it: each case would translate the child's path anew
+ * (0.75 ms a case under qemu-i386 7.2, measured). Run once in the helper, for
+ * a call that changes nothing (length 0: EINVAL, mmap(2)), that path is
+ * translated for every child to come. Its fragments go nowhere (fd -1). */
+static void warm_case_path(void)
+{
+	int c;
+	for (c = 0; c < NCALLS && !((CALLS_OFFERED & ~FILE_CALLS) >> c & 1); c++)
+		;
+	if (c == NCALLS)	/* no mapping call: only file calls, which fork nothing new */
+		return;
+	cs.call = c;
+	cs.len = 0;
+	cs.prot = PROT_READ;
+	cs.flags = MAP_PRIVATE | MAP_ANONYMOUS;
+	cs.stack = STACK_own;
+	cs.in_process = 1;
+	case_fd = frag_fd = -1;
+	run_case();
+	frag.len = 0;
+}
+
 /* ---- call: the parent's side ---- */
 
 static const char *find(const char *s, size_t n, const char *needle)
@@ -1577,6 +1600,7 @@ static void helper_main(char **argv, char **envp)
 		sys_exit(2);
 	} else {
 		dir = argv[1];
+		warm_case_path();
 	}
 
 	for (;;) {
