@@ -8,6 +8,7 @@ naming the file and line, raised when the tables are loaded.
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 import re
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ class Case:
     def key(self) -> str:
         return f"{self.table}/{self.id}"
 
-    @property
+    @functools.cached_property   # once: every run of the case names it (engine.Record.case_file)
     def where(self) -> str:
         return f"{self.path.relative_to(REPO) if self.path.is_relative_to(REPO) else self.path}:{self.line}"
 

@@ -164,4 +164,6 @@ def test_under_xdist_a_wrong_verdict_is_a_failure_with_its_record_in_json_and_ju
                                   c.find("failure") is not None) for c in cases}
     assert len(properties) == len(faulty)
     assert all({"conformance", "case", "config", "runner"} <= set(p) for p, _ in properties.values())
+    # The record itself, as JSON.
+    assert all(json.loads(p["conformance"])["nodeid"].endswith(f"::{name}") for name, (p, _) in properties.items())
     assert [name for name, (_, failed) in properties.items() if failed] == [f"test_case[{CASE}]"]
