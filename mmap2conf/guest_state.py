@@ -31,7 +31,6 @@ directory (default $MMAP2CONF_CACHE/guest-states), or is "off".
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -45,6 +44,7 @@ import time
 from pathlib import Path
 
 from . import procs, scratch
+from .digests import file_digest
 
 ENV_STATES = "MMAP2CONF_GUEST_STATES"
 FORMAT = 1
@@ -78,18 +78,6 @@ def states_dir() -> Path | None:
     return CACHE_DIR / "guest-states"
 
 
-def _digest(path: str) -> str:
-    info = os.stat(path)
-    return _digest_of(os.path.realpath(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _digest_of(path: str, *identity) -> str:
-    """sha256 of a file, once per process and version of the file (kernels, qemu: MBs)."""
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
 def key_of(command: list[str]) -> dict:
     """What the command's guest is made of, as far as it shows before qemu runs."""
     from .runners import RunnerUnavailable
@@ -97,8 +85,8 @@ def key_of(command: list[str]) -> dict:
     binary = command[0]
     try:
         _, version = version_of(Path(binary))
-        files = {arg: _digest(arg) for arg in command[1:] if os.path.isfile(arg)}
-        identity = {"path": binary, "version": version, "sha256": _digest(binary)}
+        files = {arg: file_digest(arg) for arg in command[1:] if os.path.isfile(arg)}
+        identity = {"path": binary, "version": version, "sha256": file_digest(binary)}
     except (RunnerUnavailable, OSError) as exc:
         raise StateError(f"the guest's inputs cannot be read: {exc}") from None
     return {"format": FORMAT, "qemu_system": identity, "arguments": command[1:], "files": files}
@@ -130,7 +118,7 @@ def _learned_difference(learned: dict) -> str | None:
     for what, entry in [("the qemu-system executable", learned.get("executable", {})),
                         *((f"the firmware {name}", entry) for name, entry in learned.get("firmware", {}).items())]:
         try:
-            if _digest(entry["path"]) != entry["sha256"]:
+            if file_digest(entry["path"]) != entry["sha256"]:
                 return f"{what} changed: {entry['path']}"
         except (KeyError, TypeError, OSError):
             return f"{what} is gone: {entry.get('path') if isinstance(entry, dict) else entry!r}"
@@ -398,8 +386,8 @@ class Guest:
             for name in names:
                 found = next((os.path.join(d, name) for d in data_dirs if os.path.isfile(os.path.join(d, name))), None)
                 if found is not None:
-                    firmware[name] = {"path": os.path.realpath(found), "sha256": _digest(found)}
-            return {"executable": {"path": executable, "sha256": _digest(executable)}, "firmware": firmware}
+                    firmware[name] = {"path": os.path.realpath(found), "sha256": file_digest(found)}
+            return {"executable": {"path": executable, "sha256": file_digest(executable)}, "firmware": firmware}
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise StateError(f"what qemu-system loaded cannot be read: {exc}") from None
 

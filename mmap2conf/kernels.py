@@ -16,11 +16,12 @@ import gzip
 import hashlib
 import json
 import lzma
-import os
 import re
 import stat
 import zlib
 from pathlib import Path
+
+from .digests import file_digest, publish
 
 # The initramfs: /init is the helper; /dev/console must exist for the kernel to give
 # init its descriptors 0-2 (init/main.c console_on_rootfs), /dev/zero serves fd
@@ -81,14 +82,6 @@ def _cache_dir() -> Path:
     return CACHE_DIR
 
 
-def _publish(path: Path, data: bytes) -> None:
-    """Write atomically, so concurrent workers never read half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-
-
 def initramfs_for(helper: Path, helpers: tuple[Path, ...] = ()) -> Path:
     """The cached initramfs whose /init is ``helper`` and whose /h/<n> are ``helpers``
     (for a dispatching init), keyed by their content."""
@@ -98,7 +91,7 @@ def initramfs_for(helper: Path, helpers: tuple[Path, ...] = ()) -> Path:
         digest.update(hashlib.sha256(other).digest())
     path = _cache_dir() / "initramfs" / f"{digest.hexdigest()[:16]}.cpio.gz"
     if not path.exists():
-        _publish(path, initramfs_bytes(init, others))
+        publish(path, initramfs_bytes(init, others))
     return path
 
 
@@ -238,13 +231,7 @@ def embedded_config(image: bytes) -> str | None:
 def image_config(kernel: Path) -> str | None:
     """embedded_config of a kernel file, cached by its content (unpacking an image takes
     about half a second)."""
-    image = kernel.read_bytes()
-    path = _cache_dir() / "kernels" / f"{hashlib.sha256(image).hexdigest()[:16]}.config.json"
-    if path.exists():
-        return json.loads(path.read_text())["config"]
-    config = embedded_config(image)
-    _publish(path, json.dumps({"config": config}).encode())
-    return config
+    return _by_content(kernel, "config.json", lambda image, _: {"config": embedded_config(image)})["config"]
 
 
 _OPTION = re.compile(r"(CONFIG_[A-Za-z0-9_]+)=(.*)")
@@ -269,16 +256,25 @@ def parse_config(text: str) -> dict[str, str]:
 def kernel_identity(kernel: Path) -> dict:
     """What a kernel image says of itself without booting: its release (uname -r),
     PEP 440 version, image kind and sha256; cached by the file's content."""
-    image = kernel.read_bytes()
-    digest = hashlib.sha256(image).hexdigest()
-    path = _cache_dir() / "kernels" / f"{digest[:16]}.json"
+    def identity(image: bytes, digest: str) -> dict:
+        try:
+            banner = image_banner(image)
+            return {"release": banner_release(banner), "version": banner_version(banner),
+                    "image_kind": image_kind(image), "sha256": digest}
+        except KernelError as exc:
+            raise KernelError(f"{kernel}: {exc}") from None
+    return _by_content(kernel, "json", identity)
+
+
+def _by_content(kernel: Path, suffix: str, compute) -> dict:
+    """``compute(image, sha256)`` of a kernel file, cached under its digest: a hit reads
+    no image (digests.py); a miss is stored under the digest of the bytes it read, so a
+    file replaced meanwhile is never cached under the other's."""
+    path = _cache_dir() / "kernels" / f"{file_digest(kernel)[:16]}.{suffix}"
     if path.exists():
         return json.loads(path.read_text())
-    try:
-        banner = image_banner(image)
-        identity = {"release": banner_release(banner), "version": banner_version(banner),
-                    "image_kind": image_kind(image), "sha256": digest}
-    except KernelError as exc:
-        raise KernelError(f"{kernel}: {exc}") from None
-    _publish(path, json.dumps(identity).encode())
-    return identity
+    image = kernel.read_bytes()
+    digest = hashlib.sha256(image).hexdigest()
+    value = compute(image, digest)
+    publish(_cache_dir() / "kernels" / f"{digest[:16]}.{suffix}", json.dumps(value).encode())
+    return value

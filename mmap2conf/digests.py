@@ -1,0 +1,60 @@
+"""The sha256 of a big input file (a kernel image, a qemu binary, firmware, a libc.a),
+hashed once per version of the file rather than once per process.
+
+Every pytest process (the xdist controller and each worker) names the kernel columns by
+their images' identities and keys saved guest states by the qemu-system binaries and the
+files they load: hashing those MBs again took about 0.45 s per process. A digest is kept
+for the rest of the process and in a memo file under the cache, both keyed by the file's
+(realpath, st_dev, st_ino, st_size, st_mtime_ns).
+
+That key is safe enough because every way our inputs change changes it: a file replaced
+by a rename (dpkg, apt, our own unpacking, a compiler's output) is a new inode, and one
+rewritten in place gets the mtime of the write. What it misses is a rewrite in place that
+keeps the size and the mtime: one within the same tick of the kernel's file clock (a few
+ms) as the version hashed, or one that sets the old mtime back (touch -r); make and rsync
+take that risk too, nothing of ours rewrites these files in place, and the per-process
+digest had the same key before it was kept across processes.
+
+Standard library only at import time: the bootstrap imports kernels before any virtual
+environment exists.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from pathlib import Path
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def file_digest(path) -> str:
+    """The sha256 (hex) of the file at ``path``."""
+    info = os.stat(path)
+    return _digest_of(os.path.realpath(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest_of(path: str, *identity) -> str:
+    from .build import CACHE_DIR  # late, as kernels._cache_dir
+    key = hashlib.sha256(repr((path, *identity)).encode()).hexdigest()[:32]
+    memo = CACHE_DIR / "digests" / key
+    try:
+        known = memo.read_text()
+        if _HEX.fullmatch(known):   # else a memo of another format, or damaged: hash again
+            return known
+    except OSError:
+        pass
+    with open(path, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    publish(memo, digest.encode())
+    return digest
+
+
+def publish(path: Path, data: bytes) -> None:
+    """Write atomically, so concurrent workers never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)

@@ -1,0 +1,65 @@
+"""The digest memo (digests.py) with real files: the sha256 of the content, kept for
+another process, and a new one for a file that changed in place or was replaced."""
+import hashlib
+import os
+
+import pytest
+
+from mmap2conf import build, digests
+
+
+@pytest.fixture
+def memo(tmp_path, monkeypatch):
+    """A cache of its own, and a fresh process's view of it (no digest kept in memory)."""
+    monkeypatch.setattr(build, "CACHE_DIR", tmp_path / "cache")
+    digests._digest_of.cache_clear()
+    yield tmp_path / "cache" / "digests"
+    digests._digest_of.cache_clear()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_digest_is_the_content_s_and_another_process_reads_it_from_the_memo(tmp_path, memo, monkeypatch):
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(b"kernel one")
+    assert digests.file_digest(image) == sha256(b"kernel one")
+    [kept] = memo.iterdir()
+    assert kept.read_text() == sha256(b"kernel one")
+    digests._digest_of.cache_clear()
+    monkeypatch.setattr(digests.hashlib, "file_digest", None)   # hashing again would fail
+    assert digests.file_digest(image) == sha256(b"kernel one")
+    link = tmp_path / "link"
+    link.symlink_to(image)
+    assert digests.file_digest(link) == sha256(b"kernel one")   # keyed by the real path: the same memo
+    assert len(list(memo.iterdir())) == 1
+
+
+def test_a_file_changed_in_place_or_replaced_gets_a_new_digest(tmp_path, memo):
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(b"kernel one")
+    before = image.stat()
+    assert digests.file_digest(image) == sha256(b"kernel one")
+    with open(image, "r+b") as file:   # the same inode and size, written a second later
+        file.write(b"kernel two")
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    assert digests.file_digest(image) == sha256(b"kernel two")
+    replacement = tmp_path / "new"
+    replacement.write_bytes(b"kernel 3rd")    # the same size and mtime, another inode
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    os.replace(replacement, image)
+    assert digests.file_digest(image) == sha256(b"kernel 3rd")
+    digests._digest_of.cache_clear()          # another process: the memo has all three versions
+    assert digests.file_digest(image) == sha256(b"kernel 3rd")
+
+
+def test_a_damaged_memo_is_hashed_again(tmp_path, memo):
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(b"kernel one")
+    digests.file_digest(image)
+    [kept] = memo.iterdir()
+    kept.write_text("half a dig")
+    digests._digest_of.cache_clear()
+    assert digests.file_digest(image) == sha256(b"kernel one")
+    assert kept.read_text() == sha256(b"kernel one")
