@@ -27,6 +27,9 @@ import re
 from pathlib import Path
 
 _HEX = re.compile(r"[0-9a-f]{64}")
+# Smaller files are hashed in a ms or less and get no memo: the files tests make in their
+# temporary directories leave nothing in the cache.
+MEMO_MIN_SIZE = 1 << 20
 
 
 def file_digest(path) -> str:
@@ -48,7 +51,8 @@ def _digest_of(path: str, *identity) -> str:
         pass
     with open(path, "rb") as file:
         digest = hashlib.file_digest(file, "sha256").hexdigest()
-    publish(memo, digest.encode())
+    if identity[2] >= MEMO_MIN_SIZE:
+        publish(memo, digest.encode())
     return digest
 
 

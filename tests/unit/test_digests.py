@@ -18,12 +18,17 @@ def memo(tmp_path, monkeypatch):
 
 
 def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(big(data)).hexdigest()
+
+
+def big(data: bytes) -> bytes:
+    """A file of the size that gets a memo, beginning with ``data``."""
+    return data.ljust(digests.MEMO_MIN_SIZE, b"\0")
 
 
 def test_a_digest_is_the_content_s_and_another_process_reads_it_from_the_memo(tmp_path, memo, monkeypatch):
     image = tmp_path / "vmlinuz"
-    image.write_bytes(b"kernel one")
+    image.write_bytes(big(b"kernel one"))
     assert digests.file_digest(image) == sha256(b"kernel one")
     [kept] = memo.iterdir()
     assert kept.read_text() == sha256(b"kernel one")
@@ -38,15 +43,15 @@ def test_a_digest_is_the_content_s_and_another_process_reads_it_from_the_memo(tm
 
 def test_a_file_changed_in_place_or_replaced_gets_a_new_digest(tmp_path, memo):
     image = tmp_path / "vmlinuz"
-    image.write_bytes(b"kernel one")
+    image.write_bytes(big(b"kernel one"))
     before = image.stat()
     assert digests.file_digest(image) == sha256(b"kernel one")
     with open(image, "r+b") as file:   # the same inode and size, written a second later
-        file.write(b"kernel two")
+        file.write(b"kernel two")   # the rest of the file as it was: big(b"kernel two")
     os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
     assert digests.file_digest(image) == sha256(b"kernel two")
     replacement = tmp_path / "new"
-    replacement.write_bytes(b"kernel 3rd")    # the same size and mtime, another inode
+    replacement.write_bytes(big(b"kernel 3rd"))    # the same size and mtime, another inode
     os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
     os.replace(replacement, image)
     assert digests.file_digest(image) == sha256(b"kernel 3rd")
@@ -56,10 +61,17 @@ def test_a_file_changed_in_place_or_replaced_gets_a_new_digest(tmp_path, memo):
 
 def test_a_damaged_memo_is_hashed_again(tmp_path, memo):
     image = tmp_path / "vmlinuz"
-    image.write_bytes(b"kernel one")
+    image.write_bytes(big(b"kernel one"))
     digests.file_digest(image)
     [kept] = memo.iterdir()
     kept.write_text("half a dig")
     digests._digest_of.cache_clear()
     assert digests.file_digest(image) == sha256(b"kernel one")
     assert kept.read_text() == sha256(b"kernel one")
+
+
+def test_a_small_file_gets_no_memo(tmp_path, memo):
+    small = tmp_path / "config"
+    small.write_bytes(b"CONFIG_MMU=y\n")
+    assert digests.file_digest(small) == hashlib.sha256(b"CONFIG_MMU=y\n").hexdigest()
+    assert not memo.exists() or not list(memo.iterdir())
