@@ -84,14 +84,12 @@ def _cache_dir() -> Path:
 
 def initramfs_for(helper: Path, helpers: tuple[Path, ...] = ()) -> Path:
     """The cached initramfs whose /init is ``helper`` and whose /h/<n> are ``helpers``
-    (for a dispatching init), keyed by their content."""
-    init, others = helper.read_bytes(), tuple(h.read_bytes() for h in helpers)
-    digest = hashlib.sha256(init)
-    for other in others:
-        digest.update(hashlib.sha256(other).digest())
+    (for a dispatching init), keyed by their content: by their digests, which a process
+    makes once (every case's reproducer names its initramfs)."""
+    digest = hashlib.sha256(b"".join(bytes.fromhex(file_digest(h)) for h in (helper, *helpers)))
     path = _cache_dir() / "initramfs" / f"{digest.hexdigest()[:16]}.cpio.gz"
     if not path.exists():
-        publish(path, initramfs_bytes(init, others))
+        publish(path, initramfs_bytes(helper.read_bytes(), tuple(h.read_bytes() for h in helpers)))
     return path
 
 
