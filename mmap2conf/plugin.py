@@ -24,7 +24,7 @@ from .runners import ssh
 
 FLAVOURS = model.FLAVOURS
 RECORD = "conformance"
-VERDICT = "conformance-verdict"   # on a case's setup and call reports: its record follows on the teardown
+VERDICT = "conformance-verdict"   # on a case's call report: its record follows on the teardown one
 
 
 def pytest_addoption(parser):
