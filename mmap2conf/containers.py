@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import procs, scratch
 from .build import CACHE_DIR
 from .model import REPO
 
@@ -85,14 +86,16 @@ def find_engine() -> Engine:
 
 def _start_dockerd() -> Engine:
     # Outside the cache's long paths: unix socket paths are limited to 108 bytes.
-    workdir = Path(tempfile.mkdtemp(prefix="mmap2conf-dockerd-"))
+    # Owned (scratch.py, procs.py): a run killed leaves the daemon to its guardian and the
+    # directory, with the network namespace mounted in it, to the sweep.
+    workdir = scratch.owned_directory("dockerd")
     socket = workdir / "docker.sock"
     log = open(workdir / "dockerd.log", "w")
     # No iptables or bridge changes to the host; tests run with --network=none.
-    daemon = subprocess.Popen(["dockerd", "--iptables=false", "--bridge=none",
-                               "--data-root", str(CACHE_DIR / "docker-data"), "--exec-root", str(workdir / "exec"),
-                               "--pidfile", str(workdir / "dockerd.pid"), "-H", f"unix://{socket}"],
-                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    daemon = procs.popen(["dockerd", "--iptables=false", "--bridge=none",
+                          "--data-root", str(CACHE_DIR / "docker-data"), "--exec-root", str(workdir / "exec"),
+                          "--pidfile", str(workdir / "dockerd.pid"), "-H", f"unix://{socket}"],
+                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     engine = Engine("docker", {"DOCKER_HOST": f"unix://{socket}", "DOCKER_BUILDKIT": "0"}, daemon, workdir)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -125,11 +128,7 @@ def stop(engine: Engine) -> None:
             engine.daemon.wait()
     if engine.workdir is not None:
         # dockerd leaves its network namespace mounted in the exec root (exec/netns/default).
-        with open("/proc/mounts") as mounts:
-            inside = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{engine.workdir}/")]
-        for mount_point in sorted(inside, reverse=True):
-            subprocess.run(["umount", "-l", mount_point], capture_output=True, timeout=START_TIMEOUT)
-        shutil.rmtree(engine.workdir, ignore_errors=True)
+        scratch.remove(None, engine.workdir)
 
 
 def ensure_base_image(engine: Engine) -> str:
@@ -140,20 +139,27 @@ def ensure_base_image(engine: Engine) -> str:
     if shutil.which("debootstrap") is None or os.geteuid() != 0:
         raise EngineUnavailable(f"{name} is not in the store, and debootstrap (as root) cannot make it")
     mirror = _debian_mirror()
-    with tempfile.TemporaryDirectory(prefix="mmap2conf-rootfs-") as rootfs:
-        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", rootfs, mirror], check=True,
-                       capture_output=True, timeout=DEBOOTSTRAP_TIMEOUT)
+    # debootstrap mounts /proc inside the root file system while it runs: a run killed then
+    # leaves both to the sweep (an owned directory), and its timeout kills its whole group.
+    rootfs = scratch.owned_directory("rootfs")
+    try:
+        result = procs.run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), mirror],
+                           timeout=DEBOOTSTRAP_TIMEOUT)
+        if result.returncode != 0:
+            raise EngineUnavailable(f"debootstrap failed (status {result.returncode}): {result.stderr[-500:]}")
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for path in (Path(rootfs) / leftover).glob("*"):
+            for path in (rootfs / leftover).glob("*"):
                 if path.is_file():
                     path.unlink()
-        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         result = subprocess.run(engine.command("import", "-", name), stdin=tar.stdout,
                                 env={**os.environ, **engine.env}, capture_output=True, text=True,
                                 timeout=DEBOOTSTRAP_TIMEOUT)
         tar.wait()
         if result.returncode != 0:
             raise EngineUnavailable(f"importing the base image failed: {result.stderr[-500:]}")
+    finally:
+        scratch.remove(None, rootfs)
     return f"made with debootstrap from {mirror}"
 
 

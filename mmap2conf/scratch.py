@@ -32,7 +32,8 @@ ENV_SCRATCH = "MMAP2CONF_SCRATCH"
 PREFIX = "mmap2conf-"
 # What the suite names after its owner (procs.TAG): scratch directories, the files
 # that probe a root for large files (mmap2conf-probe-...), Chromium's profile
-# directories (mmap2conf-chromium-..., cli.py).
+# directories (mmap2conf-chromium-..., cli.py), and owned_directory()'s (mmap2conf-rootfs-...,
+# mmap2conf-dockerd-...: containers.py).
 OWNED = re.compile(rf"{PREFIX}(?:[a-z]+-)?({procs.TAG})-")
 
 
@@ -146,10 +147,25 @@ def _writable_noexec_tmpfs() -> str | None:
     return None
 
 
+def owned_directory(kind: str) -> Path:
+    """A directory of the suite's own that is not a case's scratch directory (a container
+    image's root file system, a private dockerd's: containers.py), named after its owner
+    like one: when the owner is gone, the sweep takes it and whatever is mounted in it."""
+    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-{procs.owner()}-"))
+
+
 def remove(kind: str | None, path: Path) -> None:
-    if os.path.ismount(path):
-        _unmount(str(path))
+    unmount_under(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def unmount_under(path) -> bool:
+    """Unmount ``path`` and every mount below it (debootstrap's /proc in a root file system,
+    dockerd's network namespace), innermost first; whether all of them went."""
+    with open("/proc/mounts") as mounts:
+        points = [point for point in (line.split()[1].replace("\\040", " ") for line in mounts)
+                  if point == str(path) or point.startswith(f"{path}/")]
+    return all([_unmount(point) for point in sorted(points, key=len, reverse=True)])
 
 
 def _unmount(path: str) -> bool:
@@ -192,7 +208,7 @@ def sweep(stale) -> list[str]:
             if not match or not stale(match.group(1)):
                 continue
             if entry.is_dir(follow_symlinks=False):
-                if os.path.ismount(entry.path) and not _unmount(entry.path):
+                if not unmount_under(entry.path):
                     continue
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:

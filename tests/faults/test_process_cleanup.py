@@ -4,12 +4,16 @@ killed with real signals; their guardian, or the next start's sweep, leaves no
 process, mount or scratch directory behind, and never touches a live run's."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from mmap2conf import procs, scratch
 
 from faultlib import (FAULTS, REPO, alive, assert_nothing_left, conformance, leftovers, logged_pids,
                       no_traceback, pytest_command, qemu_dir, records, tag_of, wait_until)
@@ -168,3 +172,33 @@ def test_a_helper_command_that_cannot_be_executed_is_a_named_failure(scratch_roo
     finally:
         session.close()
     assert list(scratch_root.iterdir()) == []
+
+
+def test_a_gone_owners_directory_goes_with_what_is_mounted_inside_it():
+    """A container image's root file system (containers.ensure_base_image) has debootstrap's
+    /proc mounted in it while debootstrap runs: a run killed then left both behind."""
+    procs.sweep_at_start()   # this process's own first sweep, which the umount would start
+    gone = subprocess.Popen(["sleep", "60"])
+    tag = tag_of(gone.pid)
+    gone.kill()
+    gone.wait()
+    rootfs = Path(tempfile.mkdtemp(prefix=f"{scratch.PREFIX}rootfs-{tag}-"))
+    (rootfs / "proc").mkdir()
+    subprocess.run(["mount", "-t", "proc", "proc", str(rootfs / "proc")], check=True)
+    try:
+        done = procs.sweep(tag)
+        assert not mounted(str(rootfs / "proc")) and not rootfs.exists()
+        assert f"removed {rootfs}" in done
+    finally:
+        if mounted(str(rootfs / "proc")):
+            subprocess.run(["umount", "-l", str(rootfs / "proc")])
+        shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def test_an_owned_directory_carries_its_owners_tag():
+    path = scratch.owned_directory("rootfs")
+    try:
+        assert scratch.OWNED.match(path.name).group(1) == procs.owner()
+        assert path.parent == Path(tempfile.gettempdir())   # a root the sweep looks in
+    finally:
+        path.rmdir()
