@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 from . import procs, scratch
-from .digests import file_digest
+from .digests import file_digest, publish
 
 ENV_STATES = "MMAP2CONF_GUEST_STATES"
 FORMAT = 1
@@ -273,11 +273,9 @@ class Guest:
     def silent(self, reason: str) -> None:
         """The restored guest did not answer: remove its state and remember not to save one."""
         self.forget()
-        marker = self.path.with_suffix(SILENT)
-        partial = marker.with_name(f".{marker.name}.{os.getpid()}.partial")
         try:
-            partial.write_text(json.dumps({"key": self.key, "reason": reason.split("\n", 1)[0]}))
-            os.replace(partial, marker)
+            publish(self.path.with_suffix(SILENT),
+                    json.dumps({"key": self.key, "reason": reason.split("\n", 1)[0]}).encode())
         except OSError:
             pass
         self.key = None   # the boot that follows saves nothing either

@@ -162,10 +162,8 @@ def remove(kind: str | None, path: Path) -> None:
 def unmount_under(path) -> bool:
     """Unmount ``path`` and every mount below it (debootstrap's /proc in a root file system,
     dockerd's network namespace), innermost first; whether all of them went."""
-    with open("/proc/mounts") as mounts:
-        points = [point for point in (line.split()[1].replace("\\040", " ") for line in mounts)
-                  if point == str(path) or point.startswith(f"{path}/")]
-    return all([_unmount(point) for point in sorted(points, key=len, reverse=True)])
+    points = _mount_points(lambda source, point: point == str(path) or point.startswith(f"{path}/"))
+    return all([_unmount(point) for point in points])
 
 
 def _unmount(path: str) -> bool:
@@ -179,12 +177,17 @@ def _unmount(path: str) -> bool:
     return False
 
 
+def _mount_points(wanted) -> list[str]:
+    """The mount points of /proc/mounts whose (source, mount point) ``wanted`` takes,
+    innermost first."""
+    with open("/proc/mounts") as mounts:
+        entries = [(line.split()[0], line.split()[1].replace("\\040", " ")) for line in mounts]
+    return sorted((point for source, point in entries if wanted(source, point)), key=len, reverse=True)
+
+
 def _suite_mounts() -> list[str]:
     """Mount points of the tmpfs mounts the suite made (MOUNT_SOURCE), innermost first."""
-    with open("/proc/mounts") as mounts:
-        points = [line.split()[1].replace("\\040", " ") for line in mounts
-                  if line.split()[0] == MOUNT_SOURCE]
-    return sorted(points, key=len, reverse=True)
+    return _mount_points(lambda source, point: source == MOUNT_SOURCE)
 
 
 def sweep(stale) -> list[str]:
