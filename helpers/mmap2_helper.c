@@ -1200,7 +1200,7 @@ static void run_case(void)
 
 /* qemu-user translates guest code per process, and what a forked child
  * translates dies with it: each case would translate the child's path anew
- * (0.75 ms a case under qemu-i386 7.2, measured). Run once in the helper, for
+ * (0.9 ms a case under qemu-i386 7.2, measured). Run once in the helper, for
  * a call that changes nothing (length 0: EINVAL, mmap(2)), that path is
  * translated for every child to come. Its fragments go nowhere (fd -1). */
 static void warm_case_path(void)
@@ -1557,8 +1557,8 @@ static void init_mount(const char *where, ulong flags)
 	}
 }
 
-/* Every byte through a guest's serial console costs (4.4 us of TCG a byte
- * on the 686 kernel, measured), and its echo would send every request back:
+/* Every byte through a guest's serial console costs (about 5 us of TCG a
+ * byte on the 686 kernel, measured), and its echo would send every request back:
  * off, for init and every helper it starts on the console. The harness needs
  * no echo (PROTOCOL.md). */
 static void init_console_quiet(void)

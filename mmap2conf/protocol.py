@@ -306,7 +306,7 @@ class HelperSession:
             self._start()
         self.sequence += 1
         request_id = message.get("id")
-        # On a guest's console every byte costs the guest (4.4 us of TCG a byte, measured),
+        # On a guest's console every byte costs the guest (about 5 us of TCG, measured),
         # and the id travels twice: there the exchange's number alone tags it.
         tag = f"#{self.sequence}" if self.console is not None else f"{request_id}#{self.sequence}"
         wire = {**message, "id": tag}
