@@ -144,25 +144,39 @@ def _publish(staging: Path, reports: Path) -> list[str]:
 def _run_pytest(command: list[str]) -> int:
     """Run pytest in a process group of its own, so that a terminal's Ctrl-C reaches it
     once, from here: the first SIGINT, SIGTERM or SIGHUP is passed on as SIGINT (pytest
-    then tears its sessions down and writes its reports); a second kills its group."""
-    process = procs.popen(command, cwd=REPO)
-    interrupts = []
+    then tears its sessions down and writes its reports); a second kills its group.
+    A signal this run started with ignored (nohup; a script's background job) stays
+    ignored. The handlers are in place before pytest starts: exec resets a handled
+    signal to its default but keeps an ignored one ignored, and pytest must take SIGINT."""
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    ignored = {signum for signum in caught if signal.getsignal(signum) == signal.SIG_IGN}
+    interrupts, process, passed_on = [], None, 0
+
+    def pass_on():
+        nonlocal passed_on
+        while process is not None and passed_on < len(interrupts):
+            passed_on += 1
+            try:
+                os.killpg(process.pid, signal.SIGINT if passed_on == 1 else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def interrupt(signum, frame):
-        interrupts.append(signum)
-        try:
-            os.killpg(process.pid, signal.SIGINT if len(interrupts) == 1 else signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if signum not in ignored:
+            interrupts.append(signum)
+            pass_on()
 
-    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {signum: signal.signal(signum, interrupt) for signum in caught}
     try:
-        procs.wait_exit(process, None)
+        process = procs.popen(command, cwd=REPO)
+        try:
+            pass_on()           # an interrupt that came while it was starting
+            procs.wait_exit(process, None)
+        finally:
+            status = procs.end(process)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        status = procs.end(process)
     if interrupts:
         print(f"interrupted by {signal.Signals(interrupts[0]).name}", file=sys.stderr)
     return status

@@ -98,12 +98,15 @@ def test_a_wrappers_children_end_with_the_session(native_helper, scratch_root, t
 NOEXEC_CASE = '"id":"errors/eperm-exec-on-a-noexec-mount#'
 
 
-def start_hung_run(tmp_path, started, command, env=None):
+def start_hung_run(tmp_path, started, command, env=None, sigint=signal.SIG_DFL):
     """A run whose noexec-scratch helper (a mount of its own) hangs in its case, behind a
-    wrapper with a sleeper child; returns the process once the hang has begun."""
+    wrapper with a sleeper child; returns the process once the hang has begun. It starts
+    with SIGINT at ``sigint``: its default, as from a terminal, whatever this test
+    process inherited (a script's background job starts with it ignored)."""
     directory, log = qemu_dir(tmp_path, "hang", NOEXEC_CASE, extra="--sleeper")
     process = subprocess.Popen([*command, "--qemu-dir", str(directory)], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, process_group=0,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
                                env={**os.environ, "MMAP2CONF_EXCHANGE_TIMEOUT": "600", **(env or {})})
     started.append(process)
     wait_until(lambda: "fired" in (log.read_text() if log.exists() else "") or process.poll() is not None,
@@ -131,22 +134,42 @@ def test_a_signalled_pytest_run_leaves_nothing_behind(scratch_root, tmp_path, st
         assert records(report) and json.loads(report.read_text())["status"] == "interrupted"
 
 
-def test_ctrl_c_on_the_run_command_reaches_pytest_once_and_the_reports_are_published(
-        scratch_root, tmp_path, started):
-    reports = tmp_path / "reports"
-    process, log = start_hung_run(tmp_path, started, [
-        sys.executable, "-m", "mmap2conf", "run", "--arch", "i386", "--runner", "qemu-user", "--libc", "raw",
-        "--reports", str(reports)])
-    os.killpg(process.pid, signal.SIGINT)           # what a terminal does: the whole foreground group
+RUN_COMMAND = [sys.executable, "-m", "mmap2conf", "run", "--arch", "i386", "--runner", "qemu-user",
+               "--libc", "raw"]
+
+
+def assert_interrupted_and_published(process, log, scratch_root, reports, by):
     stdout, stderr = process.communicate(timeout=300)
     no_traceback(stdout, stderr)
     assert process.returncode == 2                  # pytest's "interrupted"
-    assert "interrupted by SIGINT" in stderr
+    assert f"interrupted by {by}" in stderr
     assert json.loads((reports / "conformance.json").read_text())["status"] == "interrupted"
     assert f"reports in {reports}: conformance.json" in stdout
     assert [p.name for p in reports.iterdir() if p.name.startswith(".")] == []
     assert_nothing_left(scratch_root, tag_of(process.pid))
     assert not any(alive(p) for p in logged_pids(log))
+
+
+def test_ctrl_c_on_the_run_command_reaches_pytest_once_and_the_reports_are_published(
+        scratch_root, tmp_path, started):
+    reports = tmp_path / "reports"
+    process, log = start_hung_run(tmp_path, started, [*RUN_COMMAND, "--reports", str(reports)])
+    os.killpg(process.pid, signal.SIGINT)           # what a terminal does: the whole foreground group
+    assert_interrupted_and_published(process, log, scratch_root, reports, "SIGINT")
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it_and_sigterm_still_interrupts_it(
+        scratch_root, tmp_path, started):
+    """A script's background job (`make conformance &`) starts with SIGINT ignored, and its
+    pytest would inherit that; a CI's timeout then sends SIGTERM."""
+    reports = tmp_path / "reports"
+    process, log = start_hung_run(tmp_path, started, [*RUN_COMMAND, "--reports", str(reports)],
+                                  sigint=signal.SIG_IGN)
+    os.killpg(process.pid, signal.SIGINT)
+    # Python runs pending handlers in signal-number order: had the SIGINT been taken,
+    # it would be the one named, and the SIGTERM after it would kill pytest's group.
+    os.killpg(process.pid, signal.SIGTERM)
+    assert_interrupted_and_published(process, log, scratch_root, reports, "SIGTERM")
 
 
 @pytest.mark.parametrize("content, mode, why", [
