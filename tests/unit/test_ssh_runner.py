@@ -109,7 +109,7 @@ def test_a_bad_target_is_a_usage_error_of_the_run():
     assert result.returncode == 4 and "the port must be a number" in result.stderr
 
 
-def test_each_board_is_one_xdist_scope_and_every_other_helper_its_own():
+def test_each_board_is_one_xdist_scope_and_every_other_helper_its_own_on_all_its_systems():
     suite = Suite(Options(kinds={"ssh", "native"}, targets=("pi@a:22", "b")), arches={"i386", "x86_64"})
     boards = suite.one_worker_systems()
     assert boards == {"ssh-pi@a:22", "ssh-b"}
@@ -117,7 +117,8 @@ def test_each_board_is_one_xdist_scope_and_every_other_helper_its_own():
     assert plugin.scope_of(case.format("i386/raw/ssh-pi@a:22"), boards) == "ssh-pi@a:22"
     assert plugin.scope_of(case.format("x86_64/glibc/ssh-pi@a:22"), boards) == "ssh-pi@a:22"
     assert plugin.scope_of(case.format("i386/raw/ssh-b"), boards) == "ssh-b"
-    assert plugin.scope_of(case.format("i386/raw/native"), boards) == "i386/raw/native"
+    assert plugin.scope_of(case.format("i386/raw/native"), boards) == "i386/raw"
+    assert plugin.scope_of(case.format("i386/raw/qemu-7.2"), boards) == "i386/raw"
 
 
 def test_the_bootstrap_installs_the_client_and_the_tests_server():
