@@ -3,9 +3,9 @@
 A guest booted to its helper's ready line is saved once: the session stops it, QEMU's
 migration writes its whole state into a pipe to this process, which hashes it on its way
 into the cache, and the guest goes on to serve the session. Every later start of the same
-slot restores it: qemu starts with ``-incoming fd:N`` on a pipe that this process fills
-from the file, hashing again. The saved guest was paused, so the restored one stays paused
-after the load until the hash has matched and ``cont`` resumes it; the session then sends
+slot restores it: qemu starts with ``-incoming fd:N`` on the file itself, which this
+process hashes again meanwhile. The saved guest was paused, so the restored one stays
+paused after the load until the hash has matched and ``cont`` resumes it; the session then sends
 it a probe, and only a guest that answers serves requests (protocol.HelperSession). No
 state, a state of other inputs, a corrupt file, qemu refusing it, no answer: each is a
 fresh boot, whose state replaces the old one, and the session's ``guest_start`` says
@@ -207,24 +207,6 @@ def _drain(pipe: int, out, hasher, deadline: float) -> int:
             out.write(data)
 
 
-def _feed(state, pipe: int, hasher, deadline: float) -> None:
-    """Copy the rest of the file ``state`` into the non-blocking ``pipe`` to qemu, hashing it."""
-    with selectors.DefaultSelector() as selector:
-        selector.register(pipe, selectors.EVENT_WRITE)
-        while data := state.read(CHUNK):
-            hasher.update(data)
-            view = memoryview(data)
-            while view:
-                if not selector.select(max(0.0, deadline - time.monotonic())):
-                    raise StateError("qemu-system stopped reading its state")
-                try:
-                    view = view[os.write(pipe, view):]
-                except BlockingIOError:
-                    continue
-                except BrokenPipeError:
-                    raise StateError("qemu-system exited while reading its state") from None
-
-
 class Guest:
     """One start of a qemu-system guest: the saved state it may restore, the commands that
     restore or boot it, and the save after a boot. ``fallback`` says why it boots."""
@@ -236,7 +218,7 @@ class Guest:
         self.fallback: str | None = None
         self.stopped = False     # the guest is stopped for its save (and did not resume, if still True)
         self.boot_log: list[str] = []
-        self._private = self._read_end = self._write_end = self._file = None
+        self._private = self._incoming = self._file = None
         if self.directory is None:
             self.fallback = f"saved guest states are off ({ENV_STATES}=off)"
             return
@@ -312,23 +294,20 @@ class Guest:
         return [*self.command, *self._monitor_args()]
 
     def restore_command(self) -> tuple[list[str], tuple[int, ...]]:
-        """The command that restores the saved state, and the fd qemu inherits for it."""
-        self._read_end, self._write_end = os.pipe()
-        return ([*self.command, *self._monitor_args(), "-incoming", f"fd:{self._read_end}"],
-                (self._read_end,))
+        """The command that restores the saved state, and the fd qemu inherits for it: the
+        checked file itself (opened again, for an offset of its own), at its stream. qemu
+        reads it directly: through a pipe filled from here, an arm64 restore took twice
+        as long (about 290 ms against 150, measured)."""
+        self._incoming = os.open(f"/proc/self/fd/{self._file.fileno()}", os.O_RDONLY | os.O_CLOEXEC)
+        os.lseek(self._incoming, HEADER_SIZE, os.SEEK_SET)
+        return [*self.command, *self._monitor_args(), "-incoming", f"fd:{self._incoming}"], (self._incoming,)
 
     def restore(self, process, deadline: float) -> None:
-        """Feed the state to the starting qemu, check its sha256, and resume the guest."""
-        os.close(self._read_end)
-        self._read_end = None
-        hasher = hashlib.sha256()
-        try:
-            os.set_blocking(self._write_end, False)
-            _feed(self._file, self._write_end, hasher, deadline)
-        finally:
-            os.close(self._write_end)
-            self._write_end = None
-        if hasher.hexdigest() != self.saved["stream"].get("sha256"):
+        """While qemu loads the state, check its sha256; then resume the guest."""
+        os.close(self._incoming)
+        self._incoming = None
+        self._file.seek(HEADER_SIZE)
+        if hashlib.file_digest(self._file, "sha256").hexdigest() != self.saved["stream"].get("sha256"):
             raise StateError(f"the saved state {self.path} is corrupt: its sha256 is not the one its header records")
         monitor = _Monitor(self.monitor_path, deadline, process)
         try:
@@ -459,12 +438,11 @@ class Guest:
             self._file = None
 
     def close(self) -> None:
-        """Everything but the guest: the state file, the pipes, the monitor's directory."""
+        """Everything but the guest: the state file, the monitor's directory."""
         self._close_file()
-        for fd in (self._read_end, self._write_end):
-            if fd is not None:
-                os.close(fd)
-        self._read_end = self._write_end = None
+        if self._incoming is not None:
+            os.close(self._incoming)
+            self._incoming = None
         if self._private is not None:
             shutil.rmtree(self._private, ignore_errors=True)
             self._private = None
