@@ -75,3 +75,13 @@ def test_a_small_file_gets_no_memo(tmp_path, memo):
     small.write_bytes(b"CONFIG_MMU=y\n")
     assert digests.file_digest(small) == hashlib.sha256(b"CONFIG_MMU=y\n").hexdigest()
     assert not memo.exists() or not list(memo.iterdir())
+
+
+def test_the_digest_from_an_offset_is_the_rest_s_and_kept_apart_from_the_whole_file_s(tmp_path, memo):
+    state = tmp_path / "guest.state"
+    state.write_bytes(b"header" + big(b"stream"))
+    rest = hashlib.sha256(big(b"stream")).hexdigest()
+    assert digests.file_digest(state, 6) == rest
+    assert digests.file_digest(state) == hashlib.sha256(b"header" + big(b"stream")).hexdigest()
+    digests._digest_of.cache_clear()
+    assert digests.file_digest(state, 6) == rest and len(list(memo.iterdir())) == 2
