@@ -146,13 +146,16 @@ class Suite:
 
     def instances(self) -> list[Instance]:
         """Every instance; those of one shared system (a guest that serves every helper of
-        its kernel) follow each other, so its one process is not ended and started again."""
+        its kernel) follow each other, so its one process is not ended and started again.
+        Those of the systems that take one worker come first: they are the longest xdist
+        scopes, and xdist hands scopes out in this order, so the short ones fill the end."""
         found = [instance for config, flavour in self.selected() for runner in self.systems(config)
                  for case in self.cases for instance in instances_for(config, flavour, runner, case)]
         first: dict[str, int] = {}
         for index, instance in enumerate(found):
             first.setdefault(scope(instance.runner, instance.group), index)
-        return sorted(found, key=lambda instance: first[scope(instance.runner, instance.group)])
+        return sorted(found, key=lambda instance: (not instance.runner.one_worker,
+                                                   first[scope(instance.runner, instance.group)]))
 
     def one_worker_systems(self) -> set[str]:
         """The systems whose cases all go to one pytest-xdist worker."""
