@@ -50,7 +50,8 @@ ENV_STATES = "MMAP2CONF_GUEST_STATES"
 FORMAT = 1
 HEADER_SIZE = 1 << 16
 SAVE_TIMEOUT = 60.0          # to stop, migrate, write and resume
-SILENT = ".silent"           # beside a slot's state: its restored guest did not answer (its key, why)
+SILENT = ".silent"           # a machine whose restored guests did not answer (machine_of(), why)
+MACHINE_OPTIONS = ("-M", "-machine", "-cpu")
 CHUNK = 1 << 20
 BOOT_LOG_KEPT = 40           # the last lines of the boot log a state keeps for error messages
 BUDGET = 2 << 30             # bytes of states kept: 20 to 50 guests (39 to 93 MB each, measured)
@@ -127,6 +128,20 @@ def _learned_difference(learned: dict) -> str | None:
 
 def slot_name(command: list[str]) -> str:
     return f"{Path(command[0]).name}-{hashlib.sha256(chr(0).join(command).encode()).hexdigest()[:20]}"
+
+
+def machine_of(key: dict) -> dict:
+    """What a guest that does not answer once restored is taken to be a property of: the
+    qemu-system and the machine it emulates, not the kernel, initramfs or command line it
+    boots (so a helper changed, which makes a new initramfs, does not cost another try)."""
+    arguments = key["arguments"]
+    return {"format": key["format"], "qemu_system": key["qemu_system"],
+            "machine": [arguments[i:i + 2] for i, argument in enumerate(arguments) if argument in MACHINE_OPTIONS]}
+
+
+def marker_name(machine: dict) -> str:
+    digest = hashlib.sha256(json.dumps(machine, sort_keys=True).encode()).hexdigest()[:20]
+    return f"{Path(machine['qemu_system']['path']).name}-{digest}{SILENT}"
 
 
 class _Monitor:
@@ -214,7 +229,7 @@ class Guest:
     def __init__(self, command: list[str]):
         self.command = command
         self.directory = states_dir()
-        self.key = self.saved = None
+        self.key = self.saved = self.marker = None
         self.fallback: str | None = None
         self.stopped = False     # the guest is stopped for its save (and did not resume, if still True)
         self.boot_log: list[str] = []
@@ -225,6 +240,7 @@ class Guest:
         self.path = self.directory / f"{slot_name(command)}.state"
         try:
             self.key = key_of(command)
+            self.marker = self.directory / marker_name(machine_of(self.key))
             if self._silent_when_restored():
                 return
             self._file = open(self.path, "rb")
@@ -239,11 +255,12 @@ class Guest:
             self._close_file()
 
     def _silent_when_restored(self) -> bool:
-        """A guest of this key was restored once and did not answer (QEMU 7.2's loongson3-virt
-        machine, measured): it is booted, and not saved again, until its key changes."""
+        """A guest of this machine was restored once and did not answer (QEMU 7.2's
+        loongson3-virt machine, measured): its guests are booted, and not saved, until the
+        qemu-system or the machine changes."""
         try:
-            silent = json.loads(self.path.with_suffix(SILENT).read_text())
-            if _key_difference(silent["key"], self.key) is not None:
+            silent = json.loads(self.marker.read_text())
+            if silent["machine"] != machine_of(self.key):
                 return False
         except (OSError, ValueError, KeyError, TypeError):
             return False
@@ -256,8 +273,8 @@ class Guest:
         """The restored guest did not answer: remove its state and remember not to save one."""
         self.forget()
         try:
-            publish(self.path.with_suffix(SILENT),
-                    json.dumps({"key": self.key, "reason": reason.split("\n", 1)[0]}).encode())
+            publish(self.marker, json.dumps({"machine": machine_of(self.key),
+                                             "reason": reason.split("\n", 1)[0]}).encode())
         except OSError:
             pass
         self.key = None   # the boot that follows saves nothing either
