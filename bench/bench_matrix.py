@@ -15,7 +15,8 @@ One call prints the whole story (issue 14):
      helper exchange against the harness's own time, split by the records'
      phases_ms (engine.Record); inside the helper, the median cost of a line
      that forks nothing, of a forked case with an anonymous mapping and of one
-     with a file (qemu-i386, the raw helper);
+     with a file (qemu-i386, the raw helper); and pytest alone: as many empty
+     parametrized items as run 2 has, with the same workers;
   6. the issue's targets, each met or not met.
 JOBS (environment) is the number of pytest-xdist workers of both runs (0: serial).
 """
@@ -101,6 +102,22 @@ def bare_start_seconds() -> float:
             sys.exit(f"bench: {' '.join(command)} ended with status {status}")
         times.append(seconds)
     return statistics.median(times)
+
+
+def empty_items_seconds(count: int, jobs: str) -> float:
+    """The wall time of pytest (and xdist) alone over ``count`` parametrized items that do
+    nothing, with the suite's own plugin options: what one pytest item per case costs
+    before any case runs."""
+    with tempfile.TemporaryDirectory() as scratch:
+        Path(scratch, "pytest.ini").write_text("[pytest]\n")
+        Path(scratch, "test_empty.py").write_text(
+            f"import pytest\n\n@pytest.mark.parametrize('i', range({count}))\ndef test_item(i):\n    pass\n")
+        command = [sys.executable, "-m", "pytest", "test_empty.py", "-q", "-p", "no:cacheprovider",
+                   "-p", "no:logging", "-n", jobs]
+        seconds, status = timed_run(command, 600, cwd=scratch)
+    if status != 0:
+        sys.exit(f"bench: {' '.join(command)} ended with status {status}")
+    return seconds
 
 
 def helper_costs() -> dict[str, float]:
@@ -230,6 +247,7 @@ def main() -> None:
     cold = run_matrix([*args, *COLD_BOOTS], jobs, COLD_ENVIRONMENT)[1] if kernels else []
     bare = bare_start_seconds()
     inside = helper_costs()
+    empty = empty_items_seconds(len(fast), jobs)
     narrowed = f"; narrowed by {' '.join(args)}: not the full matrix" if args else ""
 
     describe_run(f"default matrix{f' ({narrowed[2:]})' if args else ''}", full_wall, full, jobs)
@@ -241,6 +259,10 @@ def main() -> None:
     print(f"inside the i386 raw helper under qemu-user (median of {HELPER_RUNS} exchanges, one process):")
     for name, seconds in inside.items():
         print(f"  {ms(seconds):>10}  {name}")
+    cases_run = len(ran(fast)) or 1
+    print(f"pytest alone: {len(fast)} empty items in {empty:.2f} s wall, with the same workers: "
+          f"{ms(empty / cases_run)} a case run = {empty / cases_run / bare:.2f} bare starts, before any case's "
+          f"own cost (a forked case above)")
 
     print("targets (issue 14):")
     print(f"  full default matrix under {FULL_MATRIX_SECONDS} s: {verdict(full_wall < FULL_MATRIX_SECONDS)} "
