@@ -334,8 +334,10 @@ class Guest:
                 monitor.execute("cont")
         finally:
             monitor.close()
-        used = os.fstat(self._file.fileno())
-        os.utime(self._file.fileno(), ns=(time.time_ns(), used.st_mtime_ns))   # the last to go (BUDGET)
+        try:   # the last to go (BUDGET); a state of another user's keeps its time
+            os.utime(self._file.fileno(), ns=(time.time_ns(), os.fstat(self._file.fileno()).st_mtime_ns))
+        except PermissionError:
+            pass
 
     def forget(self) -> None:
         """This state failed to restore: remove it, unless another run replaced it meanwhile."""

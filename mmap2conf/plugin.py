@@ -170,9 +170,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "clause(id): the manual page clause a conformance case checks")
     config.stash[SUITE] = _suite(config)
     # SIGTERM and SIGHUP (a CI job cancelled, a closed terminal) end the run as Ctrl-C does:
-    # sessions closed, the JSON written with status "interrupted", exit status 2.
+    # sessions closed, the JSON written with status "interrupted", exit status 2. One the
+    # run started with ignored (nohup) stays ignored.
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, _interrupt)
 
 
 def pytest_unconfigure(config):

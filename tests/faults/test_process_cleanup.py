@@ -98,15 +98,22 @@ def test_a_wrappers_children_end_with_the_session(native_helper, scratch_root, t
 NOEXEC_CASE = '"id":"errors/eperm-exec-on-a-noexec-mount#'
 
 
-def start_hung_run(tmp_path, started, command, env=None, sigint=signal.SIG_DFL):
+def start_hung_run(tmp_path, started, command, env=None, ignored=()):
     """A run whose noexec-scratch helper (a mount of its own) hangs in its case, behind a
     wrapper with a sleeper child; returns the process once the hang has begun. It starts
-    with SIGINT at ``sigint``: its default, as from a terminal, whatever this test
-    process inherited (a script's background job starts with it ignored)."""
+    with the signals ``ignored`` ignored and SIGINT otherwise at its default, as from a
+    terminal, whatever this test process inherited (a script's background job starts
+    with SIGINT ignored)."""
+
+    def dispositions():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for signum in ignored:
+            signal.signal(signum, signal.SIG_IGN)
+
     directory, log = qemu_dir(tmp_path, "hang", NOEXEC_CASE, extra="--sleeper")
     process = subprocess.Popen([*command, "--qemu-dir", str(directory)], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, process_group=0,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+                               preexec_fn=dispositions,
                                env={**os.environ, "MMAP2CONF_EXCHANGE_TIMEOUT": "600", **(env or {})})
     started.append(process)
     wait_until(lambda: "fired" in (log.read_text() if log.exists() else "") or process.poll() is not None,
@@ -132,6 +139,25 @@ def test_a_signalled_pytest_run_leaves_nothing_behind(scratch_root, tmp_path, st
     if signum != signal.SIGKILL:                    # an interrupt: the clean-up ran, the JSON too
         no_traceback(stderr)
         assert records(report) and json.loads(report.read_text())["status"] == "interrupted"
+
+
+def test_a_pytest_run_started_with_sighup_ignored_keeps_ignoring_it(scratch_root, tmp_path, started):
+    """`nohup pytest ...`: a closed terminal's SIGHUP does not end it; SIGTERM still does."""
+    report = tmp_path / "report.json"
+    process, log = start_hung_run(tmp_path, started, pytest_command(
+        ["--arch", "i386", "--runner", "qemu-user", "--libc", "raw", "--conformance-json", str(report)]),
+        ignored=(signal.SIGHUP,))
+    process.send_signal(signal.SIGHUP)
+    # Had it taken the SIGHUP, it would be closing its sessions now and gone within 0.4 s
+    # (measured); it waits on its hung helper instead.
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.wait(timeout=3)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    no_traceback(stderr)
+    assert process.returncode == 2 and "interrupted by SIGTERM" in stdout
+    assert json.loads(report.read_text())["status"] == "interrupted"
+    assert_nothing_left(scratch_root, tag_of(process.pid))
 
 
 RUN_COMMAND = [sys.executable, "-m", "mmap2conf", "run", "--arch", "i386", "--runner", "qemu-user",
@@ -164,7 +190,7 @@ def test_a_run_started_with_sigint_ignored_keeps_ignoring_it_and_sigterm_still_i
     pytest would inherit that; a CI's timeout then sends SIGTERM."""
     reports = tmp_path / "reports"
     process, log = start_hung_run(tmp_path, started, [*RUN_COMMAND, "--reports", str(reports)],
-                                  sigint=signal.SIG_IGN)
+                                  ignored=(signal.SIGINT,))
     os.killpg(process.pid, signal.SIGINT)
     # Python runs pending handlers in signal-number order: had the SIGINT been taken,
     # it would be the one named, and the SIGTERM after it would kill pytest's group.
