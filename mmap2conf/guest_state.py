@@ -4,9 +4,11 @@ A guest booted to its helper's ready line is saved once: the session stops it, Q
 migration writes its whole state into a pipe to this process, which hashes it on its way
 into the cache, and the guest goes on to serve the session. Every later start of the same
 slot restores it: qemu starts with ``-incoming fd:N`` on the file itself, which this
-process hashes again meanwhile. The saved guest was paused, so the restored one stays
-paused after the load until the hash has matched and ``cont`` resumes it; the session then sends
-it a probe, and only a guest that answers serves requests (protocol.HelperSession). No
+process hashes again meanwhile, at the state's first restore (later ones know its digest
+by the file's identity: digests.py). The saved guest was paused, so the restored one
+stays paused after the load until the hash has matched and ``cont`` resumes it; the
+session then sends it a probe, and only a guest that answers serves requests
+(protocol.HelperSession). No
 state, a state of other inputs, a corrupt file, qemu refusing it, no answer: each is a
 fresh boot, whose state replaces the old one, and the session's ``guest_start`` says
 which it was and why.
@@ -142,6 +144,16 @@ def machine_of(key: dict) -> dict:
 def marker_name(machine: dict) -> str:
     digest = hashlib.sha256(json.dumps(machine, sort_keys=True).encode()).hexdigest()[:20]
     return f"{Path(machine['qemu_system']['path']).name}-{digest}{SILENT}"
+
+
+def _open_unused(path: Path):
+    """``path`` open for reading without counting as a use: the budget's trim orders states
+    by access time, which a read may set (relatime: once a day; strictatime: always).
+    O_NOATIME is the owner's alone; another user's state is read as any file."""
+    try:
+        return open(os.open(path, os.O_RDONLY | os.O_NOATIME | os.O_CLOEXEC), "rb")
+    except PermissionError:
+        return open(path, "rb")
 
 
 class _Monitor:
@@ -434,7 +446,7 @@ class Guest:
         for state in self.directory.glob("*.state"):
             try:
                 info = state.stat()
-                with open(state, "rb") as file:
+                with _open_unused(state) as file:
                     files = json.loads(file.read(HEADER_SIZE))["key"]["files"]
                 found.append((info.st_atime, info.st_size, state, not all(map(os.path.exists, files))))
             except (ValueError, KeyError, TypeError, OSError):   # gone meanwhile, or not a state

@@ -265,3 +265,4 @@ def test_a_save_removes_states_whose_files_are_gone_then_the_least_recently_used
     guest._trim()
     assert {p.name for p in tmp_path.glob("*.state")} == {new.name, recent.name}
     assert not any(p.exists() for p in (older, gone, garbage))
+    assert recent.stat().st_atime == 1e9 - 10   # its header read is no use (a day old: relatime would set it)
