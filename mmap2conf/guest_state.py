@@ -286,7 +286,7 @@ class Guest:
         self.forget()
         try:
             publish(self.marker, json.dumps({"machine": machine_of(self.key),
-                                             "reason": reason.split("\n", 1)[0]}).encode())
+                                             "reason": reason}).encode())
         except OSError:
             pass
         self.key = None   # the boot that follows saves nothing either

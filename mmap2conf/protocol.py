@@ -211,13 +211,17 @@ class HelperSession:
                                         "fallback": None, "save_seconds": None, "save_error": None}
                     return
                 except (guest_state.StateError, ProtocolError) as exc:
-                    stderr = self.stderr_tail(300).strip() if self.process is not None else ""
+                    # One line, for the reports' one-line summaries: a timeout's message
+                    # goes on with the saved boot's console, which says nothing new.
+                    reason = str(exc).split("\n", 1)[0]
+                    stderr = self.stderr_tail(300).split() if self.process is not None else []
                     self.close_process()
                     if isinstance(exc, ProtocolError) and exc.kind == "timeout":
-                        guest.silent(str(exc))   # loaded whole, then silent: it would be again
+                        guest.silent(reason)   # loaded whole, then silent: it would be again
                     else:
                         guest.forget()
-                    guest.fallback = f"the restore failed: {exc}" + (f" (stderr: {stderr})" if stderr else "")
+                    guest.fallback = f"the restore failed: {reason}" + (
+                        f" (stderr: {' '.join(stderr)})" if stderr else "")
             self._launch(guest.boot_command())
             self._wait_until_ready()
             self.guest_start = {"how": "booted", "seconds": round(time.monotonic() - started, 3),
