@@ -214,14 +214,13 @@ class HelperSession:
                     # One line, for the reports' one-line summaries: a timeout's message
                     # goes on with the saved boot's console, which says nothing new.
                     reason = str(exc).split("\n", 1)[0]
-                    stderr = self.stderr_tail(300).split() if self.process is not None else []
+                    stderr = " ".join(self.stderr_tail(300).split()) if self.process is not None else ""
                     self.close_process()
                     if isinstance(exc, ProtocolError) and exc.kind == "timeout":
                         guest.silent(reason)   # loaded whole, then silent: it would be again
                     else:
                         guest.forget()
-                    guest.fallback = f"the restore failed: {reason}" + (
-                        f" (stderr: {' '.join(stderr)})" if stderr else "")
+                    guest.fallback = f"the restore failed: {reason}" + (f" (stderr: {stderr})" if stderr else "")
             self._launch(guest.boot_command())
             self._wait_until_ready()
             self.guest_start = {"how": "booted", "seconds": round(time.monotonic() - started, 3),
