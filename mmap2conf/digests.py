@@ -6,7 +6,8 @@ their images' identities and keys saved guest states by the qemu-system binaries
 files they load: hashing those MBs again took about 0.45 s per process, and a restore
 hashing its 40 to 95 MB state 50 to 200 ms (two workers busy on two cores). A digest is kept
 for the rest of the process and in a memo file under the cache, both keyed by the file's
-(realpath, st_dev, st_ino, st_size, st_mtime_ns).
+(realpath, st_dev, st_ino, st_size, st_mtime_ns); a saved guest state's is recorded as it
+is written (remember), from the hash of its stream on its way in.
 
 That key is safe enough because every way our inputs change changes it: a file replaced
 by a rename (dpkg, apt, our own unpacking, a compiler's output) is a new inode, and one
@@ -39,11 +40,22 @@ def file_digest(path, start: int = 0) -> str:
     return _digest_of(os.path.realpath(path), start, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
+def remember(path, start: int, info: os.stat_result, digest: str) -> None:
+    """Record the digest of a file this process has just written and hashed on its way
+    (``info``: its fstat after the last write), so that no process hashes it again."""
+    if info.st_size >= MEMO_MIN_SIZE:
+        publish(_memo(os.path.realpath(path), start, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns),
+                digest.encode())
+
+
+def _memo(path: str, start: int, *identity) -> Path:
+    from .build import CACHE_DIR  # late, as kernels._cache_dir
+    return CACHE_DIR / "digests" / hashlib.sha256(repr((path, start, *identity)).encode()).hexdigest()[:32]
+
+
 @functools.lru_cache(maxsize=256)
 def _digest_of(path: str, start: int, *identity) -> str:
-    from .build import CACHE_DIR  # late, as kernels._cache_dir
-    key = hashlib.sha256(repr((path, start, *identity)).encode()).hexdigest()[:32]
-    memo = CACHE_DIR / "digests" / key
+    memo = _memo(path, start, *identity)
     try:
         known = memo.read_text()
         if _HEX.fullmatch(known):   # else a memo of another format, or damaged: hash again

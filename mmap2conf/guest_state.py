@@ -3,9 +3,10 @@
 A guest booted to its helper's ready line is saved once: the session stops it, QEMU's
 migration writes its whole state into a pipe to this process, which hashes it on its way
 into the cache, and the guest goes on to serve the session. Every later start of the same
-slot restores it: qemu starts with ``-incoming fd:N`` on the file itself, which this
-process hashes again meanwhile, at the state's first restore (later ones know its digest
-by the file's identity: digests.py). The saved guest was paused, so the restored one
+slot restores it: qemu starts with ``-incoming fd:N`` on the file itself, while this
+process checks the stream's sha256 against the header's: the digest the save recorded,
+kept by the file's identity (digests.py), or the file hashed again where it was copied
+or changed since. The saved guest was paused, so the restored one
 stays paused after the load until the hash has matched and ``cont`` resumes it; the
 session then sends it a probe, and only a guest that answers serves requests
 (protocol.HelperSession). No
@@ -46,7 +47,7 @@ import time
 from pathlib import Path
 
 from . import procs, scratch
-from .digests import file_digest, publish
+from .digests import file_digest, publish, remember
 
 ENV_STATES = "MMAP2CONF_GUEST_STATES"
 FORMAT = 1
@@ -335,8 +336,8 @@ class Guest:
         """While qemu loads the state, check its sha256; then resume the guest."""
         os.close(self._incoming)
         self._incoming = None
-        # Hashed at its first restore, then known by its identity (digests.py), which its
-        # use below keeps: it sets the access time alone.
+        # Known by its identity (digests.py) from its save on, which its use below keeps
+        # (it sets the access time alone); a copy, or a file changed since, is hashed again.
         if file_digest(f"/proc/self/fd/{self._file.fileno()}", HEADER_SIZE) != self.saved["stream"].get("sha256"):
             raise StateError(f"the saved state {self.path} is corrupt: its sha256 is not the one its header records")
         monitor = _Monitor(self.monitor_path, deadline, process)
@@ -423,7 +424,10 @@ class Guest:
                     raise StateError(f"qemu-system's migration {status.get('status')}: {status.get('error-desc', '')}")
                 out.seek(0)
                 out.write(self._header(learned, boot_log, size, hasher.hexdigest()))
-            os.replace(partial, self.path)
+                out.flush()
+                written = os.fstat(out.fileno())
+            os.replace(partial, self.path)   # the same inode: the identity its digest is kept by
+            remember(self.path, HEADER_SIZE, written, hasher.hexdigest())
             self._trim()
         except OSError as exc:
             raise StateError(f"the state cannot be written to {self.path}: {exc}") from None
