@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # pytest-xdist workers: one per core (every helper's cases stay on one worker); measured
-# on 2 cores (make bench): the whole default matrix warm in 26 to 28 s with 2 workers. JOBS=0 runs serially.
+# on 2 cores (make bench): the whole default matrix warm in 26 to 28 s with 2 workers on one machine,
+# 41 to 54 s on a slower one, where it took 53 to 66 s serially (README, Benchmark). JOBS=0 runs serially.
 JOBS ?= $(shell nproc)
 REPORTS := reports
 
