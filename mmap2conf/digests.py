@@ -43,9 +43,8 @@ def file_digest(path, start: int = 0) -> str:
 def remember(path, start: int, info: os.stat_result, digest: str) -> None:
     """Record the digest of a file this process has just written and hashed on its way
     (``info``: its fstat after the last write), so that no process hashes it again."""
-    if info.st_size >= MEMO_MIN_SIZE:
-        publish(_memo(os.path.realpath(path), start, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns),
-                digest.encode())
+    _keep(_memo(os.path.realpath(path), start, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns),
+          digest, info.st_size)
 
 
 def _memo(path: str, start: int, *identity) -> Path:
@@ -65,9 +64,18 @@ def _digest_of(path: str, start: int, *identity) -> str:
     with open(path, "rb") as file:
         file.seek(start)
         digest = hashlib.file_digest(file, "sha256").hexdigest()
-    if identity[2] >= MEMO_MIN_SIZE:
-        publish(memo, digest.encode())
+    _keep(memo, digest, identity[2])
     return digest
+
+
+def _keep(memo: Path, digest: str, size: int) -> None:
+    """The memo is a cache: one that cannot be written (a full disk, a read-only cache)
+    costs a hash later, not an error now."""
+    if size >= MEMO_MIN_SIZE:
+        try:
+            publish(memo, digest.encode())
+        except OSError:
+            pass
 
 
 def publish(path: Path, data: bytes) -> None:
