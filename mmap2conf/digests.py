@@ -36,15 +36,18 @@ MEMO_MIN_SIZE = 1 << 20
 
 def file_digest(path, start: int = 0) -> str:
     """The sha256 (hex) of the file at ``path``, from byte ``start`` on."""
-    info = os.stat(path)
-    return _digest_of(os.path.realpath(path), start, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    return _digest_of(*_identity(path, start, os.stat(path)))
+
+
+def _identity(path, start: int, info: os.stat_result) -> tuple:
+    """What a digest is kept by: the file's real path and its version (module docstring)."""
+    return os.path.realpath(path), start, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def remember(path, start: int, info: os.stat_result, digest: str) -> None:
     """Record the digest of a file this process has just written and hashed on its way
     (``info``: its fstat after the last write), so that no process hashes it again."""
-    _keep(_memo(os.path.realpath(path), start, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns),
-          digest, info.st_size)
+    _keep(_memo(*_identity(path, start, info)), digest, info.st_size)
 
 
 def _memo(path: str, start: int, *identity) -> Path:
