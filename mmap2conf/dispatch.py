@@ -72,6 +72,10 @@ class Served:
         return self.guest.session.starts
 
     @property
+    def launch(self) -> int:
+        return self.guest.session.launch
+
+    @property
     def guest_start(self) -> dict | None:
         return self.guest.session.guest_start
 

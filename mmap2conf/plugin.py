@@ -2,7 +2,8 @@
 
 Flow: arches/ (model) x tests/cases/ (rows) -> one test item per configuration,
 flavour, runner and row -> the item sends its request to a helper process kept
-for the whole session -> oracle -> a verdict record attached to the report ->
+while its configuration, flavour and runner's cases run -> oracle -> a verdict
+record attached to the report ->
 the controller (also under xdist) collects records, prints the matrix and
 writes the JSON.
 """

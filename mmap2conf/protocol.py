@@ -46,6 +46,7 @@ import subprocess
 import tempfile
 import time
 from collections import deque
+from itertools import count
 
 from . import guest_state, procs, scratch
 from .runners import clean_environment
@@ -60,6 +61,9 @@ CONSOLE_EXIT_TIMEOUT = 10.0   # for the guest to power off after EOF
 PREAMBLE_TIMEOUT = 60.0       # to take a preamble: connecting, authenticating and sending a helper
 STRAY_SHOWN = 5         # stray lines an error quotes
 LINE_SHOWN = 200        # bytes of a line an error quotes
+
+
+_LAUNCHES = count(1)   # the processes every session of this process started, numbered
 
 
 class ProtocolError(Exception):
@@ -161,6 +165,7 @@ class HelperSession:
         self.workdir = scratch.make(scratch_kind)
         self.process = None
         self.starts = 0
+        self.launch = 0            # its latest process's number among this process's launches
         self.sequence = 0
         self.in_exchange = False   # a request is out and its answer not read (an interrupt came)
         self.stderr = tempfile.TemporaryFile()
@@ -190,6 +195,7 @@ class HelperSession:
         os.set_blocking(self.process.stdout.fileno(), False)
         self._buffer = b""
         self.starts += 1
+        self.launch = next(_LAUNCHES)
         if self.preamble:
             self._send_preamble()
 
